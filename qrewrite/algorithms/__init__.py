@@ -1,0 +1,1 @@
+"""Weight algorithms (CLE, AdaRound, AdaQuant, GPTQ, HQQ); none is built yet."""

@@ -1,0 +1,1 @@
+"""Calibration: data readers, statistics collectors and range methods."""

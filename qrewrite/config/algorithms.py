@@ -1,0 +1,57 @@
+"""Configs of the weight algorithms that `QConfig.algo_config` lists.
+
+None of these algorithms is built yet: `QConfig` raises `NotBuiltError` naming the
+class when `algo_config` contains one. The classes exist so that configs written for the
+full option surface import and validate their fields.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class AlgoConfig:
+    """Base class of the algorithm configs."""
+
+
+@attrs.frozen
+class CLEConfig(AlgoConfig):
+    """Cross-layer equalization: rescale consecutive layers' channels to even out weights."""
+
+    cle_steps: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    cle_scale_append_bias: bool = True
+
+
+@attrs.frozen
+class AdaRoundConfig(AlgoConfig):
+    """Learn per-weight rounding directions that minimize each layer's output error."""
+
+    learning_rate: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
+    num_iterations: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    batch_size: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen
+class AdaQuantConfig(AlgoConfig):
+    """Fine-tune weights and biases layer by layer against the float outputs."""
+
+    learning_rate: float = attrs.field(default=1e-5, validator=attrs.validators.gt(0))
+    num_iterations: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    batch_size: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen
+class GPTQConfig(AlgoConfig):
+    """Second-order weight rounding (GPTQ) for MatMul weights."""
+
+    block_size: int = attrs.field(default=128, validator=attrs.validators.ge(1))
+    percdamp: float = attrs.field(default=0.01, validator=attrs.validators.gt(0))
+
+
+@attrs.frozen
+class HQQConfig(AlgoConfig):
+    """Half-quadratic quantization of MatMul weights, without calibration data."""
+
+    group_size: int = attrs.field(default=128, validator=attrs.validators.ge(1))
+    bits: int = attrs.field(default=4, validator=attrs.validators.in_((2, 3, 4, 8)))

@@ -1,0 +1,152 @@
+"""`QConfig`: the whole quantization configuration as one frozen, validated value."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
+
+import attrs
+
+from qrewrite.config.algorithms import AlgoConfig
+from qrewrite.config.data_types import DataType
+from qrewrite.config.extra_options import ExtraOptions
+from qrewrite.config.option_types import FrozenDict
+from qrewrite.config.spec import QLayerConfig, QTensorConfig
+from qrewrite.errors import ConfigError, NotBuiltError
+
+# An exclude entry is a node name, a regular expression, or a subgraph given as
+# (start node names, end node names).
+ExcludeEntry = Union[str, tuple[tuple[str, ...], tuple[str, ...]]]
+
+
+def parse_data_type(value: Any, where: str) -> DataType:
+    """Accept a DataType, a spec class or instance, or a type name such as 'Int16'."""
+    if isinstance(value, DataType):
+        return value
+    if isinstance(value, type) and issubclass(value, QTensorConfig) and value is not QTensorConfig:
+        return value.data_type
+    if isinstance(value, QTensorConfig):
+        return value.data_type
+    if isinstance(value, str):
+        for data_type in DataType:
+            if value.lower() in (data_type.value.lower(), data_type.value.lower() + "spec"):
+                return data_type
+    names = ", ".join(d.value for d in DataType)
+    raise ConfigError(f"{where}: {value!r} is not a data type; use one of {names}")
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigError(f"{where} must be a list of names, got {value!r}")
+    if not all(isinstance(name, str) for name in value):
+        raise ConfigError(f"{where} must contain only strings, got {value!r}")
+    return tuple(value)
+
+
+def _layer_map(value: Any, where: str, *, allow_none: bool) -> FrozenDict | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a dict of data type to a list of names")
+    converted: dict[DataType | None, tuple[str, ...]] = {}
+    for key, names in value.items():
+        if key is None and allow_none:
+            data_type = None
+        else:
+            data_type = parse_data_type(key, where)
+        converted[data_type] = _names(names, f"{where}[{key!r}]")
+    return FrozenDict.of(converted)
+
+
+def _exclude(value: Any) -> tuple[ExcludeEntry, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ConfigError(f"exclude must be a list, got {value!r}")
+    entries: list[ExcludeEntry] = []
+    for entry in value:
+        if isinstance(entry, str):
+            try:
+                re.compile(entry)
+            except re.error as error:
+                raise ConfigError(
+                    f"exclude entry {entry!r} is neither a node name nor a valid regular "
+                    f"expression: {error}"
+                ) from None
+            entries.append(entry)
+        elif isinstance(entry, Sequence) and len(entry) == 2:
+            starts = _names(entry[0], "exclude subgraph start nodes")
+            ends = _names(entry[1], "exclude subgraph end nodes")
+            entries.append((starts, ends))
+        else:
+            raise ConfigError(
+                f"exclude entry {entry!r} must be a node name, a regular expression or "
+                "([start nodes], [end nodes])"
+            )
+    return tuple(entries)
+
+
+def _algorithms(value: Any) -> tuple[AlgoConfig, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, AlgoConfig) or not isinstance(value, Sequence):
+        raise ConfigError(f"algo_config must be a list of algorithm configs, got {value!r}")
+    for algorithm in value:
+        if not isinstance(algorithm, AlgoConfig):
+            raise ConfigError(f"algo_config entry {algorithm!r} is not an algorithm config")
+        raise NotBuiltError(f"algo_config {type(algorithm).__name__} is not built yet")
+    return tuple(value)
+
+
+@attrs.frozen(init=False)
+class QConfig:
+    """What to quantize and how: layer specs, overrides, exclusions and extra options.
+
+    Every argument is validated here, so a config that constructs is one the quantizer
+    can run. Extra options are keyword arguments named as in docs/options.md.
+    """
+
+    global_config: QLayerConfig
+    specific_layer_config: FrozenDict | None
+    layer_type_config: FrozenDict | None
+    exclude: tuple[ExcludeEntry, ...]
+    algo_config: tuple[AlgoConfig, ...]
+    use_external_data_format: bool
+    options: ExtraOptions
+
+    def __init__(
+        self,
+        global_config: QLayerConfig | None = None,
+        specific_layer_config: Mapping[Any, Sequence[str]] | None = None,
+        layer_type_config: Mapping[Any, Sequence[str]] | None = None,
+        exclude: Sequence[Any] | None = None,
+        algo_config: Sequence[AlgoConfig] | None = None,
+        use_external_data_format: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        if global_config is None:
+            global_config = QLayerConfig()
+        if not isinstance(global_config, QLayerConfig):
+            raise ConfigError(
+                f"global_config must be a QLayerConfig, got {type(global_config).__name__}"
+            )
+        if not isinstance(use_external_data_format, bool):
+            raise ConfigError(
+                f"use_external_data_format must be True or False, got {use_external_data_format!r}"
+            )
+        options = ExtraOptions.from_kwargs(kwargs)
+        if options.Int16Bias and kwargs.get("Int32Bias") is True:
+            raise ConfigError("Int16Bias and Int32Bias are both True; set only one of them")
+
+        self.__attrs_init__(  # type: ignore[attr-defined]
+            global_config=global_config,
+            specific_layer_config=_layer_map(
+                specific_layer_config, "specific_layer_config", allow_none=False
+            ),
+            layer_type_config=_layer_map(layer_type_config, "layer_type_config", allow_none=True),
+            exclude=_exclude(exclude),
+            algo_config=_algorithms(algo_config),
+            use_external_data_format=use_external_data_format,
+            options=options,
+        )

@@ -1,0 +1,323 @@
+"""The registry of extra options: every `QConfig(**kwargs)` key with its type and default.
+
+`built` says whether qrewrite implements the option. An option that is not built accepts
+only its default and raises `NotBuiltError` for any other value, so it is never accepted
+and silently ignored. docs/options.md is generated from this table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from qrewrite.config import option_types as t
+
+
+@attrs.frozen
+class Option:
+    """One extra option: its key, value type, default, meaning and implementation state."""
+
+    name: str
+    type: t.OptionType
+    default: Any
+    doc: str
+    built: bool = True
+    group: str = "general"
+
+
+def _opt(name: str, type_: t.OptionType, default: Any, doc: str, **kw: Any) -> Option:
+    return Option(name, type_, default, doc, **kw)
+
+
+_GENERAL = [
+    _opt("OpTypesToQuantize", t.optional(t.STR_LIST), None,
+         "Quantize only nodes of these op types. None quantizes every supported op type."),
+    _opt("ExtraOpTypesToQuantize", t.optional(t.STR_LIST), None,
+         "Op types to quantize in addition to the default set; unknown op types get Q/DQ on "
+         "their float inputs and outputs."),
+    _opt("ExecutionProviders", t.STR_LIST, ("CPUExecutionProvider",),
+         "onnxruntime execution providers of the calibration session, in priority order. "
+         "Each must be available in the installed onnxruntime."),
+    _opt("DebugMode", t.BOOL, False, "Log at DEBUG level, whatever LogSeverityLevel says."),
+    _opt("CryptoMode", t.BOOL, False,
+         "Keep the model in memory only: the input must be a ModelProto, nothing is logged "
+         "or printed, and no file is written except the requested output."),
+    _opt("PrintSummary", t.BOOL, True,
+         "Print a table of quantized op types, tensors per data type and model sizes."),
+    _opt("IgnoreWarnings", t.BOOL, True,
+         "Suppress Python warnings raised by qrewrite and its dependencies during the run."),
+    _opt("LogSeverityLevel", t.LOG_LEVEL, 1,
+         "Level of the `qrewrite` logger: 0 DEBUG, 1 INFO, 2 WARNING, 3 ERROR, 4 CRITICAL."),
+    _opt("TmpDir", t.optional(t.STR), None,
+         "Folder for temporary files; None uses the system temporary folder. qrewrite never "
+         "writes to the working directory."),
+    _opt("EvalMetrics", t.BOOL, False,
+         "After quantizing, compare the quantized model with the float model on "
+         "EvalDataReader and report cosine similarity and L2 distance of every output.",
+         built=False),
+    _opt("EvalDataReader", t.OBJECT, None,
+         "Samples for EvalMetrics, in the same forms as the calibration reader.", built=False),
+    _opt("EncryptionAlgorithm", t.optional(t.choice("AES-256")), None,
+         "Encrypt intermediate files written in CryptoMode. qrewrite writes none, so this "
+         "is not needed.", built=False),
+]
+
+_PREPROCESS = [
+    _opt("OptimizeModel", t.BOOL, True,
+         "Run the float-graph rule packs (BatchNorm folding and the fusions selected by "
+         "their own options) before calibration. False skips all of them."),
+    _opt("ConvertFP16ToFP32", t.BOOL, False,
+         "Convert a float16 model to float32 before quantizing.", built=False),
+    _opt("ConvertNCHWToNHWC", t.BOOL, False,
+         "Transpose image inputs from NCHW to NHWC layout.", built=False),
+    _opt("RemoveInputInit", t.BOOL, True,
+         "Drop initializers from the graph inputs, so they are constants rather than "
+         "overridable defaults."),
+    _opt("SimplifyModel", t.BOOL, True,
+         "Simplify the float model with onnxslim (constant folding, dead code removal)."),
+    _opt("ConvertOpsetVersion", t.optional(t.OPSET), None,
+         "Convert the model to this opset before quantizing. By default the opset is raised "
+         "only as far as the requested types and granularity need."),
+    _opt("FixShapes", t.optional(t.STR), None,
+         "Fix input and output shapes, as 'name:[1,3,224,224];other:[1,10]'.", built=False),
+    _opt("QuantizeFP16", t.BOOL, False, "Quantize a float16 model directly.", built=False),
+    _opt("UseFP32Scale", t.BOOL, True,
+         "With QuantizeFP16, store scales as float32. Has no effect without QuantizeFP16.",
+         built=False),
+    _opt("EnableSubgraph", t.BOOL, False,
+         "Also quantize the bodies of If, Loop and Scan nodes.", built=False),
+]
+
+_RULES = [
+    _opt("FoldBatchNorm", t.BOOL, True,
+         "Fold BatchNormalization into a preceding Conv, ConvTranspose or Gemm, also through "
+         "a Concat whose inputs all come from such ops.", group="rules", built=False),
+    _opt("ConvertBNToConv", t.BOOL, False,
+         "Turn a BatchNormalization that could not be folded into a depthwise 1x1 Conv.",
+         group="rules", built=False),
+    _opt("ConvertReduceMeanToGlobalAvgPool", t.BOOL, False,
+         "Turn ReduceMean over all spatial axes with keepdims into GlobalAveragePool.",
+         group="rules", built=False),
+    _opt("SplitLargeKernelPool", t.BOOL, False,
+         "Split a global or large-kernel AveragePool into several smaller AveragePools.",
+         group="rules", built=False),
+    _opt("ConvertSplitToSlice", t.BOOL, False, "Turn Split into one Slice per output.",
+         group="rules", built=False),
+    _opt("FuseInstanceNorm", t.BOOL, True,
+         "Fuse the decomposed form of instance normalization into InstanceNormalization.",
+         group="rules", built=False),
+    _opt("FuseL2Norm", t.BOOL, True,
+         "Fuse x / sqrt(max(sum(x^2), eps)) and its variants into LpNormalization (p=2).",
+         group="rules", built=False),
+    _opt("FuseGelu", t.BOOL, True,
+         "Fuse the erf and tanh forms of GELU into the opset-20 Gelu op.", group="rules",
+         built=False),
+    _opt("FuseLayerNorm", t.BOOL, True,
+         "Fuse the decomposed form of layer normalization into LayerNormalization.",
+         group="rules", built=False),
+    _opt("ConvertClipToRelu", t.BOOL, False, "Turn Clip with min 0 and no max into Relu.",
+         group="rules", built=False),
+    _opt("ReplaceClip6Relu", t.BOOL, False,
+         "Replace Clip(0, 6) with Relu. This changes results for inputs above 6.",
+         group="rules", built=False),
+    _opt("CopySharedInit", t.optional(t.STR_LIST), None,
+         "Give each consumer of these op types its own copy of a shared initializer; an "
+         "empty list means every op type. None skips the copy.", group="rules", built=False),
+    _opt("CopyBiasInit", t.optional(t.STR_LIST), None,
+         "Like CopySharedInit, for bias initializers. qrewrite already gives every use of a "
+         "shared bias its own dequantization, so None is safe.", group="rules", built=False),
+    _opt("FoldRelu", t.BOOL, False, "Fold Relu into the preceding Conv's output range.",
+         group="rules", built=False),
+]
+
+_QUANTIZE = [
+    _opt("ActivationScaled", t.BOOL, True,
+         "Scale activations to the target type's range. Only BFloat16 may turn this off.",
+         built=False),
+    _opt("WeightScaled", t.BOOL, True,
+         "Scale weights to the target type's range. Only BFloat16 may turn this off.",
+         built=False),
+    _opt("UseUnsignedReLU", t.BOOL, False,
+         "Quantize the outputs of Relu, and of Clip with min 0, asymmetrically."),
+    _opt("QuantizeBias", t.BOOL, True,
+         "Quantize the bias of Conv, ConvTranspose and Gemm. False leaves it float."),
+    _opt("Int32Bias", t.BOOL, True,
+         "Quantize bias to int32 with scale = input scale x weight scale. False quantizes "
+         "it with the weight's spec instead."),
+    _opt("Int16Bias", t.BOOL, False,
+         "Quantize bias to int16 with scale = input scale x weight scale (opset 21)."),
+    _opt("ForceQuantizeNoInputCheck", t.BOOL, False,
+         "Quantize data-movement ops (MaxPool, Reshape, Transpose, ...) even when their "
+         "input is not quantized. By default they follow their input."),
+    _opt("MatMulConstBOnly", t.BOOL, False, "Quantize only MatMul nodes whose B is constant."),
+    _opt("AddQDQPairToWeight", t.BOOL, False,
+         "Keep weights float and insert QuantizeLinear and DequantizeLinear after them, "
+         "instead of storing the quantized weight."),
+    _opt("OpTypesToExcludeOutputQuantization", t.STR_LIST, (),
+         "Op types whose outputs stay float."),
+    _opt("DedicatedQDQPair", t.BOOL, False,
+         "Give every consumer of a quantized tensor its own QuantizeLinear and "
+         "DequantizeLinear pair."),
+    _opt("QDQOpTypePerChannelSupportToAxis", t.AXIS_DICT, t.FrozenDict.of({}),
+         "Channel axis of per-channel weights by op type, overriding the defaults "
+         "(Conv 0, ConvTranspose 1, Gemm by transB, MatMul last)."),
+    _opt("Int16Scale", t.BOOL, False,
+         "Replace each float scale by the nearest M / 2^N with M and N in 16-bit range.",
+         built=False),
+    _opt("QuantizeAllOpTypes", t.BOOL, False,
+         "Quantize every op type, including ones outside the supported list."),
+    _opt("WeightsOnly", t.BOOL, False, "Quantize weights only; activations stay float."),
+    _opt("AlignEltwiseQuantType", t.BOOL, False,
+         "Quantize the constant inputs of Mul, Add, Sub, Div, Min and Max with the "
+         "activation type (NPU extended QDQ format).", built=False),
+    _opt("AdjustBiasScale", t.BOOL, True,
+         "Set the bias scale to input scale x weight scale. This is how qrewrite always "
+         "quantizes bias, so only True is accepted.", built=False),
+    _opt("UseMatMulNBits", t.BOOL, False,
+         "Quantize MatMul weights to MatMulNBits (weight-only, 4-bit blocks).", built=False),
+    _opt("MatMulNBitsParams", t.ANY_DICT, t.FrozenDict.of({}),
+         "Settings of UseMatMulNBits: Algorithm, GroupSize, Symmetric, Bits, AccuracyLevel.",
+         built=False),
+    _opt("BF16WithClip", t.BOOL, False,
+         "With BFloat16, clip activations before quantizing them.", built=False),
+    _opt("BF16QDQToCast", t.BOOL, False,
+         "With BFloat16, express quantization as Cast nodes.", built=False),
+    _opt("EnableVaimlBF16", t.BOOL, False,
+         "Store BFloat16 weights as float32 for the VAIML compiler.", built=False),
+]
+
+_CALIBRATION = [
+    _opt("UseRandomData", t.BOOL, False,
+         "Calibrate on random data when no calibration reader is given.", group="calibration"),
+    _opt("RandomDataReaderInputShape", t.SHAPE_DICT, t.FrozenDict.of({}),
+         "Shapes of the random samples by input name; needed for inputs with dynamic dims.",
+         group="calibration"),
+    _opt("RandomDataReaderInputDataRange", t.optional(t.RANGE_DICT), None,
+         "Value range [low, high] of the random samples by input name. Inputs not listed "
+         "get [0, 1) for floats and their type's range for integers.", group="calibration"),
+    _opt("CalibDataSize", t.optional(t.POSITIVE_INT), None,
+         "Use at most this many calibration samples. None uses all.", group="calibration"),
+    _opt("CalibMovingAverage", t.BOOL, False,
+         "With MinMax, track the minimum and maximum as exponential moving averages over "
+         "the samples instead of the global extremes.", group="calibration"),
+    _opt("CalibMovingAverageConstant", t.FRACTION, 0.01,
+         "Smoothing factor of CalibMovingAverage: weight of each new sample.",
+         group="calibration"),
+    _opt("CalibTensorRangeSymmetric", t.BOOL, False,
+         "Make every calibrated range symmetric around zero.", group="calibration",
+         built=False),
+    _opt("Percentile", t.PERCENT, 99.999, "Percentile kept by the Percentile method.",
+         group="calibration", built=False),
+    _opt("LWPMetric", t.choice("mae", "mse"), "mae",
+         "Error metric of LayerwisePercentile.", group="calibration", built=False),
+    _opt("ActivationBitWidth", t.BIT_WIDTH, 8,
+         "Bit width LayerwisePercentile simulates when it measures quantization error.",
+         group="calibration", built=False),
+    _opt("PercentileCandidates", t.PERCENT_LIST, (99.99, 99.999, 99.9999),
+         "Percentiles LayerwisePercentile tries per tensor.", group="calibration",
+         built=False),
+    _opt("MinMSEModePof2Scale", t.choice("All", "MostCommon"), "All",
+         "Power-of-two MinMSE: one search over all data, or one per sample with the most "
+         "frequent result.", group="calibration", built=False),
+    _opt("CalibOptimizeMem", t.BOOL, True,
+         "Cache activations on disk for multi-pass methods instead of in memory.",
+         group="calibration", built=False),
+    _opt("CalibWorkerNum", t.POSITIVE_INT, 1,
+         "Number of worker processes that share the calibration samples.",
+         group="calibration", built=False),
+    _opt("TensorsRangeFile", t.optional(t.STR), None,
+         "JSON file of tensor ranges: loaded when it exists, otherwise written after "
+         "calibration.", group="calibration", built=False),
+    _opt("SaveTensorHistFig", t.BOOL, False,
+         "Save a PNG histogram per tensor with its chosen range, next to the output model.",
+         group="calibration", built=False),
+]
+
+_NPU = [
+    _opt("enable_npu_cnn", t.BOOL, False,
+         "Target AMD NPUs for CNNs: power-of-two scales and the NPU rule defaults.",
+         group="npu", built=False),
+    _opt("enable_npu_transformer", t.BOOL, False, "Target AMD NPUs for transformers.",
+         group="npu", built=False),
+    _opt("SimulateDPU", t.BOOL, True,
+         "With enable_npu_cnn, replace ops by the approximations the DPU computes.",
+         group="npu", built=False),
+    _opt("ConvertLeakyReluToDPUVersion", t.BOOL, True,
+         "With SimulateDPU, use the DPU's fixed-point LeakyRelu slope.", group="npu",
+         built=False),
+    _opt("ConvertSigmoidToHardSigmoid", t.BOOL, True,
+         "With SimulateDPU, replace Sigmoid by HardSigmoid.", group="npu", built=False),
+    _opt("ConvertHardSigmoidToDPUVersion", t.BOOL, True,
+         "With SimulateDPU, use the DPU's HardSigmoid constants.", group="npu", built=False),
+    _opt("ConvertAvgPoolToDPUVersion", t.BOOL, True,
+         "With SimulateDPU, use the DPU's average pooling arithmetic.", group="npu",
+         built=False),
+    _opt("ConvertClipToDPUVersion", t.BOOL, False,
+         "With SimulateDPU, use the DPU's Clip arithmetic.", group="npu", built=False),
+    _opt("ConvertReduceMeanToDPUVersion", t.BOOL, True,
+         "With SimulateDPU, use the DPU's ReduceMean arithmetic.", group="npu", built=False),
+    _opt("ConvertSoftmaxToDPUVersion", t.BOOL, False,
+         "With SimulateDPU, use the DPU's Softmax approximation.", group="npu", built=False),
+    _opt("NPULimitationCheck", t.BOOL, True,
+         "With an NPU target, adjust power-of-two positions to the NPU's limits.",
+         group="npu", built=False),
+    _opt("MaxLoopNum", t.POSITIVE_INT, 5,
+         "Maximum rounds of NPU position adjustment.", group="npu", built=False),
+    _opt("AdjustShiftCut", t.BOOL, True, "NPU check: adjust the output shift of nodes.",
+         group="npu", built=False),
+    _opt("AdjustShiftBias", t.BOOL, True, "NPU check: adjust the bias shift.", group="npu",
+         built=False),
+    _opt("AdjustShiftRead", t.BOOL, True, "NPU check: adjust the input read shift.",
+         group="npu", built=False),
+    _opt("AdjustShiftWrite", t.BOOL, True, "NPU check: adjust the output write shift.",
+         group="npu", built=False),
+    _opt("AdjustHardSigmoid", t.BOOL, True, "NPU check: adjust HardSigmoid positions.",
+         group="npu", built=False),
+    _opt("AdjustShiftSwish", t.BOOL, True, "NPU check: adjust the Swish shift.", group="npu",
+         built=False),
+    _opt("AlignConcat", t.optional(t.BOOL), None,
+         "NPU check: give Concat inputs and output one position. None means True with "
+         "power-of-two scales.", group="npu", built=False),
+    _opt("AlignPool", t.optional(t.BOOL), None,
+         "NPU check: align pooling positions. None means True with power-of-two scales.",
+         group="npu", built=False),
+    _opt("AlignPad", t.optional(t.BOOL), None,
+         "NPU check: align Pad positions. None means True with power-of-two scales.",
+         group="npu", built=False),
+    _opt("AlignSlice", t.optional(t.BOOL), None,
+         "NPU check: align Slice positions. None means True with power-of-two scales.",
+         group="npu", built=False),
+    _opt("AlignTranspose", t.BOOL, False, "NPU check: align Transpose positions.",
+         group="npu", built=False),
+    _opt("AlignReshape", t.BOOL, False, "NPU check: align Reshape positions.", group="npu",
+         built=False),
+    _opt("RemoveQDQConvClip", t.BOOL, True,
+         "NPU: remove the Q/DQ between Conv, Add or Gemm and a following Clip.", group="npu",
+         built=False),
+    _opt("RemoveQDQConvRelu", t.BOOL, True,
+         "NPU: remove the Q/DQ between Conv, Add or Gemm and a following Relu.", group="npu",
+         built=False),
+    _opt("RemoveQDQConvLeakyRelu", t.BOOL, True,
+         "NPU: remove the Q/DQ between Conv, Add or Gemm and a following LeakyRelu.",
+         group="npu", built=False),
+    _opt("RemoveQDQConvPRelu", t.BOOL, True,
+         "NPU: remove the Q/DQ between Conv, Add or Gemm and a following PRelu.", group="npu",
+         built=False),
+    _opt("RemoveQDQConvGelu", t.BOOL, False,
+         "Remove the Q/DQ between Conv, Add or Gemm and a following Gelu.", group="npu",
+         built=False),
+    _opt("RemoveQDQMulAdd", t.BOOL, False, "Remove the Q/DQ between Mul and a following Add.",
+         group="npu", built=False),
+    _opt("RemoveQDQBetweenOps", t.optional(t.OP_PAIRS), None,
+         "Remove the Q/DQ between each listed (producer, consumer) op type pair.",
+         group="npu", built=False),
+    _opt("RemoveQDQInstanceNorm", t.BOOL, False,
+         "Remove the Q/DQ between InstanceNormalization and a following activation.",
+         group="npu", built=False),
+]
+
+OPTIONS: dict[str, Option] = {
+    option.name: option
+    for option in _GENERAL + _PREPROCESS + _RULES + _QUANTIZE + _CALIBRATION + _NPU
+}

@@ -1,0 +1,1 @@
+"""The bundled demo: a small CNN trained on scikit-learn's digits."""

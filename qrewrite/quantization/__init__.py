@@ -1,0 +1,1 @@
+"""Quantization plan, refinements, scale math and Q/DQ materialization."""

@@ -1,0 +1,1 @@
+"""The rule DSL and engine on top of onnxscript's rewriter."""
