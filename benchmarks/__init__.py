@@ -1,0 +1,1 @@
+"""Benchmark scripts; `nox -s bench` runs every bench_*.py module here."""
