@@ -1,0 +1,135 @@
+"""The quantization plan: parameters for every target, computed from ranges and weights.
+
+`make_plan` is a pure function of the selection, the calibrated ranges and the model's
+constants. Targets in one share group (a data-movement op and its input) get the
+parameters of the union of their ranges, so the op runs on integers unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Protocol
+
+import attrs
+import numpy as np
+import onnx_ir as ir
+
+from qrewrite.model.graph_utils import constant_array, values_by_name
+from qrewrite.quantization.qparams import QuantParams, channel_range, params_from_range
+from qrewrite.quantization.selection import Role, Selection, Target
+
+logger = logging.getLogger(__name__)
+
+
+class RangeLike(Protocol):
+    """A calibrated range; `qrewrite.calibration.TensorRange` is one."""
+
+    @property
+    def min(self) -> float: ...
+
+    @property
+    def max(self) -> float: ...
+
+
+@attrs.frozen
+class Plan:
+    """Parameters of every target, plus the float data of constant targets."""
+
+    selection: Selection
+    params: dict[str, QuantParams]
+    # Float data to quantize for constant targets (weights, biases, constant inputs).
+    constants: dict[str, np.ndarray]
+
+    def with_params(self, updates: Mapping[str, QuantParams]) -> Plan:
+        """Return a plan with some targets' parameters replaced."""
+        return attrs.evolve(self, params={**self.params, **updates})
+
+    def with_constants(self, updates: Mapping[str, np.ndarray]) -> Plan:
+        """Return a plan with some targets' float data replaced."""
+        return attrs.evolve(self, constants={**self.constants, **updates})
+
+
+def _groups(selection: Selection) -> list[list[str]]:
+    parent = {key: key for key in selection.targets}
+
+    def find(key: str) -> str:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for group in selection.share_groups:
+        for other in group[1:]:
+            root_a, root_b = find(group[0]), find(other)
+            if root_a != root_b:
+                parent[root_b] = root_a
+
+    members: dict[str, list[str]] = {}
+    for key in selection.targets:
+        members.setdefault(find(key), []).append(key)
+    return list(members.values())
+
+
+def _activation_params(
+    members: list[Target], ranges: Mapping[str, RangeLike], constants: Mapping[str, np.ndarray]
+) -> QuantParams:
+    lows, highs = [], []
+    for target in members:
+        if target.constant:
+            low, high = channel_range(constants[target.key], None)
+            lows.append(float(low))
+            highs.append(float(high))
+        elif target.tensor in ranges:
+            lows.append(float(ranges[target.tensor].min))
+            highs.append(float(ranges[target.tensor].max))
+        else:
+            logger.warning("no calibrated range for tensor %r; using [0, 0]", target.tensor)
+    spec = members[0].spec
+    assert spec is not None
+    low = min(lows, default=0.0)
+    high = max(highs, default=0.0)
+    return params_from_range(
+        low, high, spec.data_type, symmetric=spec.symmetric, scale_type=spec.scale_type
+    )
+
+
+def make_plan(selection: Selection, graph: ir.Graph, ranges: Mapping[str, RangeLike]) -> Plan:
+    """Compute the parameters of every activation and weight target.
+
+    Bias targets are left out; `refine_bias` computes them from the plan.
+    """
+    values = values_by_name(graph)
+    constants: dict[str, np.ndarray] = {}
+    for key, target in selection.targets.items():
+        if target.constant:
+            data = constant_array(values.get(target.tensor))
+            if data is None:
+                raise ValueError(f"target {key!r} is marked constant but has no data")
+            constants[key] = data
+
+    params: dict[str, QuantParams] = {}
+    for members in _groups(selection):
+        ordered = sorted(members, key=list(selection.targets).index)
+        head = selection.targets[ordered[0]]
+        if head.role is Role.BIAS:
+            continue
+        if head.role is Role.WEIGHT:
+            spec = head.spec
+            assert spec is not None
+            low, high = channel_range(constants[head.key], head.axis)
+            params[head.key] = params_from_range(
+                low,
+                high,
+                spec.data_type,
+                symmetric=spec.symmetric,
+                scale_type=spec.scale_type,
+                axis=head.axis,
+            )
+            continue
+        shared = _activation_params(
+            [selection.targets[key] for key in ordered], ranges, constants
+        )
+        for key in ordered:
+            params[key] = shared
+    return Plan(selection=selection, params=params, constants=constants)

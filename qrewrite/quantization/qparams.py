@@ -1,0 +1,161 @@
+"""Scale and zero-point math for every integer type, and numpy quantize/dequantize.
+
+For a range [rmin, rmax] widened to contain 0 and a type with integers [qmin, qmax]:
+
+* asymmetric: scale = (rmax - rmin) / (qmax - qmin), zero_point = round(qmin - rmin / scale);
+* symmetric, signed: scale = max(|rmin|, |rmax|) / qmax, zero_point = 0, so the range is
+  [-qmax, qmax] and the type's lowest integer stays unused;
+* symmetric, unsigned: zero_point = (qmax + 1) / 2, scale = max(|rmin|, |rmax|) /
+  (qmax - zero_point);
+* power-of-two scales round the float scale up to the next power of two, which keeps
+  the whole range representable, then recompute the asymmetric zero point.
+
+Zero is always exactly representable. A range of width zero gets scale 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import ml_dtypes
+import numpy as np
+
+from qrewrite.config.data_types import DataType
+from qrewrite.config.enums import ScaleType
+
+# Scales below this are raised to it, so a bias scale (a product of two scales) stays a
+# normal float32.
+MIN_SCALE = 1e-18
+
+NUMPY_TYPES: dict[DataType, Any] = {
+    DataType.Int4: ml_dtypes.int4,
+    DataType.UInt4: ml_dtypes.uint4,
+    DataType.Int8: np.int8,
+    DataType.UInt8: np.uint8,
+    DataType.Int16: np.int16,
+    DataType.UInt16: np.uint16,
+    DataType.Int32: np.int32,
+    DataType.UInt32: np.uint32,
+}
+
+
+@attrs.frozen(eq=False)
+class QuantParams:
+    """Quantization parameters of one tensor: one scale per tensor or per channel."""
+
+    data_type: DataType
+    scale: np.ndarray
+    zero_point: np.ndarray
+    axis: int | None = None
+
+    @property
+    def per_channel(self) -> bool:
+        return self.axis is not None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, QuantParams):
+            return NotImplemented
+        return (
+            self.data_type is other.data_type
+            and self.axis == other.axis
+            and np.array_equal(self.scale, other.scale)
+            and np.array_equal(self.zero_point, other.zero_point)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.data_type, self.axis, self.scale.tobytes(), self.zero_point.tobytes()))
+
+    def zero_point_array(self) -> np.ndarray:
+        """Zero point in the quantized type's numpy dtype, as ONNX stores it."""
+        return self.zero_point.astype(NUMPY_TYPES[self.data_type])
+
+
+def _round_to_power_of_two(scale: np.ndarray) -> np.ndarray:
+    return np.exp2(np.ceil(np.log2(scale)))
+
+
+def params_from_range(
+    rmin: np.ndarray | float,
+    rmax: np.ndarray | float,
+    data_type: DataType,
+    *,
+    symmetric: bool,
+    scale_type: ScaleType = ScaleType.Float32,
+    axis: int | None = None,
+) -> QuantParams:
+    """Compute scale and zero point for a range; arrays give one pair per channel."""
+    low = np.minimum(np.asarray(rmin, dtype=np.float64), 0.0)
+    high = np.maximum(np.asarray(rmax, dtype=np.float64), 0.0)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise ValueError(f"range must be finite, got [{rmin}, {rmax}]")
+    qmin, qmax = data_type.qmin, data_type.qmax
+
+    if symmetric:
+        absmax = np.maximum(-low, high)
+        if data_type.signed:
+            zero_point = np.zeros_like(absmax)
+            scale = absmax / qmax
+        else:
+            zero_point = np.full_like(absmax, (qmax + 1) // 2)
+            scale = absmax / (qmax - (qmax + 1) // 2)
+    else:
+        scale = (high - low) / (qmax - qmin)
+        zero_point = np.zeros_like(scale)
+
+    scale = np.where(scale > 0, np.maximum(scale, MIN_SCALE), 1.0)
+    if scale_type is ScaleType.PowerOf2:
+        scale = _round_to_power_of_two(scale)
+    elif scale_type is not ScaleType.Float32:
+        raise ValueError(f"scale type {scale_type} is not supported here")
+
+    if not symmetric:
+        zero_point = np.clip(np.rint(qmin - low / scale), qmin, qmax)
+
+    return QuantParams(
+        data_type=data_type,
+        scale=scale.astype(np.float32),
+        zero_point=zero_point.astype(np.int64),
+        axis=axis,
+    )
+
+
+def _broadcast(params: QuantParams, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    scale = params.scale.astype(np.float64)
+    zero_point = params.zero_point.astype(np.float64)
+    if params.axis is not None and scale.ndim == 1:
+        shape = [1] * rank
+        shape[params.axis] = scale.shape[0]
+        scale = scale.reshape(shape)
+        zero_point = zero_point.reshape(shape)
+    return scale, zero_point
+
+
+def quantize(values: np.ndarray, params: QuantParams) -> np.ndarray:
+    """Quantize as ONNX QuantizeLinear does: round half to even, add zero point, saturate."""
+    array = np.asarray(values, dtype=np.float64)
+    scale, zero_point = _broadcast(params, array.ndim)
+    q = np.rint(array / scale) + zero_point
+    q = np.clip(q, params.data_type.qmin, params.data_type.qmax)
+    return q.astype(NUMPY_TYPES[params.data_type])
+
+
+def dequantize(values: np.ndarray, params: QuantParams) -> np.ndarray:
+    """Dequantize as ONNX DequantizeLinear does."""
+    array = np.asarray(values).astype(np.float64)
+    scale, zero_point = _broadcast(params, array.ndim)
+    return ((array - zero_point) * scale).astype(np.float32)
+
+
+def channel_range(values: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max of a constant, over the whole tensor or per index of `axis`."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        if axis is None:
+            return np.asarray(0.0), np.asarray(0.0)
+        zeros = np.zeros(array.shape[axis])
+        return zeros, zeros
+    if axis is None:
+        return np.asarray(np.min(array)), np.asarray(np.max(array))
+    other = tuple(i for i in range(array.ndim) if i != axis)
+    return np.min(array, axis=other), np.max(array, axis=other)

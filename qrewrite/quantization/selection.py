@@ -1,0 +1,314 @@
+"""Select what to quantize: one `Target` per Q/DQ to insert, and which node input uses it.
+
+The selection depends only on the graph and the config, not on calibration data, so it
+also tells calibration which tensors need a range. Nodes are visited in graph
+(topological) order. A consumer reuses its producer's output quantization when the data
+types agree; otherwise it gets a Q/DQ pair of its own on the float tensor.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+
+import attrs
+import onnx_ir as ir
+
+from qrewrite.config import QConfig, QTensorConfig
+from qrewrite.config.enums import QuantGranularity
+from qrewrite.model.graph_utils import constant_array, is_float, main_graph_uses
+from qrewrite.quantization.node_config import node_layer_configs
+from qrewrite.quantization.ops import FLOAT_ONLY_CONSUMERS, OP_ROLES, OpRole, role_of
+
+logger = logging.getLogger(__name__)
+
+
+class Role(enum.Enum):
+    """What a quantized tensor is to its consumer."""
+
+    ACTIVATION = "activation"
+    WEIGHT = "weight"
+    BIAS = "bias"
+
+
+@attrs.frozen
+class Target:
+    """One quantization of one tensor: a Q/DQ pair, or a DQ of stored integers."""
+
+    key: str
+    tensor: str
+    role: Role
+    spec: QTensorConfig | None
+    axis: int | None = None
+    constant: bool = False
+
+
+@attrs.frozen
+class BiasLink:
+    """A bias whose scale is the product of its node's input and weight scales."""
+
+    bias_key: str
+    activation_key: str
+    weight_key: str
+    node: str
+
+
+@attrs.frozen
+class Selection:
+    """Everything to quantize, before any scale is known."""
+
+    targets: dict[str, Target]
+    # (node name, input index) -> target key
+    input_uses: dict[tuple[str, int], str]
+    # tensor name -> key of the quantization of its producer's output
+    output_targets: dict[str, str]
+    share_groups: tuple[tuple[str, ...], ...]
+    bias_links: tuple[BiasLink, ...]
+    quantized_nodes: tuple[str, ...]
+    # tensor name -> why it stays float although a quantized node touches it
+    kept_float: dict[str, str]
+
+
+def _unsigned_relu(node: ir.Node) -> bool:
+    if node.op_type == "Relu":
+        return True
+    if node.op_type != "Clip":
+        return False
+    low = node.attributes.get("min")
+    if low is not None:
+        return low.as_float() == 0.0
+    if len(node.inputs) > 1:
+        array = constant_array(node.inputs[1])
+        return array is not None and array.size == 1 and float(array.reshape(())) == 0.0
+    return False
+
+
+def _float_only_reason(value: ir.Value) -> str | None:
+    for use in value.uses():
+        if use.node.op_type in FLOAT_ONLY_CONSUMERS:
+            return f"feeds {use.node.op_type} {use.node.name!r}"
+        if use.node.op_type == "Cast":
+            to = use.node.attributes.get("to")
+            if to is not None and not ir.DataType(to.as_int()).is_floating_point():
+                return f"feeds Cast to {ir.DataType(to.as_int()).name} {use.node.name!r}"
+    return None
+
+
+class _Selector:
+    def __init__(self, graph: ir.Graph, config: QConfig) -> None:
+        self.graph = graph
+        self.config = config
+        self.options = config.options
+        self.targets: dict[str, Target] = {}
+        self.input_uses: dict[tuple[str, int], str] = {}
+        self.output_targets: dict[str, str] = {}
+        self.groups: list[tuple[str, ...]] = []
+        self.bias_links: list[BiasLink] = []
+        self.quantized: list[str] = []
+        self.kept_float: dict[str, str] = {}
+        self.spec_ids: dict[QTensorConfig, int] = {}
+
+        extra = set(self.options.ExtraOpTypesToQuantize or ())
+        if self.options.QuantizeAllOpTypes:
+            extra |= {node.op_type for node in graph}
+        self.extra_types = frozenset(extra)
+        self.allowed_types = (
+            None
+            if self.options.OpTypesToQuantize is None
+            else frozenset(self.options.OpTypesToQuantize) | self.extra_types
+        )
+
+    def _spec_id(self, spec: QTensorConfig) -> int:
+        return self.spec_ids.setdefault(spec, len(self.spec_ids))
+
+    def _eligible(self, value: ir.Value | None) -> bool:
+        if value is None or not is_float(value):
+            return False
+        reason = _float_only_reason(value)
+        if reason is not None:
+            self.kept_float.setdefault(value.name or "", reason)
+            return False
+        return True
+
+    def _add(self, target: Target) -> str:
+        self.targets.setdefault(target.key, target)
+        return target.key
+
+    def _activation_key(
+        self, value: ir.Value, spec: QTensorConfig, node: ir.Node, *, dedicated: bool
+    ) -> str:
+        name = value.name or ""
+        producer_key = self.output_targets.get(name)
+        if producer_key is not None and not dedicated:
+            producer_spec = self.targets[producer_key].spec
+            if producer_spec is not None and producer_spec.data_type is spec.data_type:
+                return producer_key
+        suffix = f"@{node.name}" if dedicated else ""
+        key = f"{name}|a{self._spec_id(spec)}{suffix}"
+        constant = constant_array(value) is not None
+        return self._add(Target(key, name, Role.ACTIVATION, spec, None, constant))
+
+    def _weight_axis(self, node: ir.Node, rule: object, rank: int, spec: QTensorConfig) -> int | None:
+        if spec.quant_granularity is not QuantGranularity.Channel or rank < 1:
+            return None
+        overrides = self.options.QDQOpTypePerChannelSupportToAxis
+        axis = overrides[node.op_type] if node.op_type in overrides else rule(node, rank)  # type: ignore[operator]
+        axis = axis + rank if axis < 0 else axis
+        if not 0 <= axis < rank:
+            logger.warning(
+                "per-channel axis %d does not fit the rank-%d weight of %s; using per-tensor",
+                axis,
+                rank,
+                node.name,
+            )
+            return None
+        return axis
+
+    def _weight_key(self, value: ir.Value, spec: QTensorConfig, axis: int | None) -> str:
+        name = value.name or ""
+        key = f"{name}|w{self._spec_id(spec)}:{axis}"
+        return self._add(Target(key, name, Role.WEIGHT, spec, axis, True))
+
+    def _node_selected(self, node: ir.Node, role: OpRole) -> bool:
+        if self.allowed_types is not None and node.op_type not in self.allowed_types:
+            return False
+        if node.op_type == "MatMul" and self.options.MatMulConstBOnly:
+            if constant_array(node.inputs[1] if len(node.inputs) > 1 else None) is None:
+                return False
+        if role.shares_input_params and not self.options.ForceQuantizeNoInputCheck:
+            data = node.inputs[0] if node.inputs else None
+            return data is not None and (data.name or "") in self.output_targets
+        return True
+
+    def visit(self, node: ir.Node, layer_activation: QTensorConfig | None,
+              layer_weight: QTensorConfig | None, role: OpRole) -> None:
+        dedicated = self.options.DedicatedQDQPair
+        activation = None if self.options.WeightsOnly else layer_activation
+        weight_positions = {index: rule for index, rule in role.weight_inputs}
+        per_tensor_positions = set(role.per_tensor_weight_inputs)
+        touched = False
+
+        input_keys: dict[int, str] = {}
+        weight_keys: dict[int, str] = {}
+        for index, value in enumerate(node.inputs):
+            if index == role.bias_input or not self._eligible(value):
+                continue
+            assert value is not None
+            is_weight_slot = index in weight_positions or index in per_tensor_positions
+            data = constant_array(value)
+            if is_weight_slot and data is not None:
+                if layer_weight is None:
+                    continue
+                axis = None
+                if index in weight_positions:
+                    axis = self._weight_axis(node, weight_positions[index], data.ndim, layer_weight)
+                weight_keys[index] = self._weight_key(value, layer_weight, axis)
+                self.input_uses[(node.name or "", index)] = weight_keys[index]
+                touched = True
+                continue
+            in_activation_slot = (
+                index in role.activation_inputs or role.all_inputs_are_activations or is_weight_slot
+            )
+            if activation is None or not in_activation_slot:
+                continue
+            key = self._activation_key(value, activation, node, dedicated=dedicated)
+            input_keys[index] = key
+            self.input_uses[(node.name or "", index)] = key
+            touched = True
+
+        self._visit_bias(node, role, input_keys, weight_keys, layer_weight)
+        output_keys = self._visit_outputs(node, role, activation)
+        touched = touched or bool(output_keys)
+
+        if role.shares_input_params and 0 in input_keys and output_keys:
+            self.groups.append((input_keys[0], *output_keys))
+        if touched:
+            self.quantized.append(node.name or "")
+
+    def _visit_bias(self, node: ir.Node, role: OpRole, input_keys: dict[int, str],
+                    weight_keys: dict[int, str], layer_weight: QTensorConfig | None) -> None:
+        index = role.bias_input
+        if index is None or index >= len(node.inputs) or not self.options.QuantizeBias:
+            return
+        bias = node.inputs[index]
+        weight_index = role.weight_inputs[0][0] if role.weight_inputs else None
+        if (
+            bias is None
+            or not is_float(bias)
+            or constant_array(bias) is None
+            or 0 not in input_keys
+            or weight_index not in weight_keys
+            or layer_weight is None
+        ):
+            return
+        name = bias.name or ""
+        use = (node.name or "", index)
+        weight_key = weight_keys[weight_index]
+        if self.options.Int32Bias or self.options.Int16Bias:
+            key = self._add(Target(f"{name}|b@{node.name}", name, Role.BIAS, None, None, True))
+            self.bias_links.append(BiasLink(key, input_keys[0], weight_key, node.name or ""))
+        else:
+            axis = 0 if self.targets[weight_key].axis is not None else None
+            key = self._weight_key(bias, layer_weight, axis)
+        self.input_uses[use] = key
+
+    def _visit_outputs(self, node: ir.Node, role: OpRole,
+                       activation: QTensorConfig | None) -> list[str]:
+        if (
+            activation is None
+            or not role.quantize_outputs
+            or node.op_type in self.options.OpTypesToExcludeOutputQuantization
+        ):
+            return []
+        spec = activation
+        if self.options.UseUnsignedReLU and _unsigned_relu(node) and spec.symmetric:
+            spec = attrs.evolve(spec, symmetric=False)
+        keys = []
+        for output in node.outputs:
+            if not self._eligible(output) or (output.name or "") in self.output_targets:
+                continue
+            key = f"{output.name}|a{self._spec_id(spec)}"
+            self._add(Target(key, output.name or "", Role.ACTIVATION, spec, None, False))
+            self.output_targets[output.name or ""] = key
+            keys.append(key)
+        return keys
+
+
+def select(graph: ir.Graph, config: QConfig) -> Selection:
+    """Choose the targets of every quantized node of the main graph."""
+    layer_configs = node_layer_configs(graph, config)
+    selector = _Selector(graph, config)
+
+    for node in graph:
+        layer = layer_configs.get(node.name or "")
+        if layer is None:
+            continue
+        role = role_of(node, selector.extra_types)
+        if role is None or not selector._node_selected(node, role):
+            continue
+        selector.visit(node, layer.activation, layer.weight, role)
+
+    for tensor, reason in selector.kept_float.items():
+        logger.info("tensor %r stays float: it %s", tensor, reason)
+
+    return Selection(
+        targets=selector.targets,
+        input_uses=selector.input_uses,
+        output_targets=selector.output_targets,
+        share_groups=tuple(selector.groups),
+        bias_links=tuple(selector.bias_links),
+        quantized_nodes=tuple(selector.quantized),
+        kept_float=selector.kept_float,
+    )
+
+
+def calibration_requests(selection: Selection) -> dict[str, object]:
+    """Tensor name -> calibration method, for every activation that is not a constant."""
+    requests: dict[str, object] = {}
+    for target in selection.targets.values():
+        if target.role is Role.ACTIVATION and not target.constant and target.spec is not None:
+            requests.setdefault(target.tensor, target.spec.calibration_method)
+    return requests
+
+
+__all__ = ["OP_ROLES", "BiasLink", "Role", "Selection", "Target", "calibration_requests", "select"]
