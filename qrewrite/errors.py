@@ -25,3 +25,7 @@ class CalibrationDataError(QrewriteError, ValueError):
 
 class NotBuiltError(QrewriteError, NotImplementedError):
     """A documented option or value whose feature qrewrite does not implement yet."""
+
+
+class OutputPathError(QrewriteError, ValueError):
+    """An output path in a missing folder, naming a folder, or naming one of the input files."""
