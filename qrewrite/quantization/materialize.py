@@ -40,7 +40,13 @@ class _Writer:
 
     def _initializer(self, base: str, array: np.ndarray) -> ir.Value:
         name = self.names.fresh(base)
-        value = ir.Value(name=name, const_value=ir.tensor(array, name=name))
+        tensor = ir.tensor(array, name=name)
+        value = ir.Value(
+            name=name,
+            const_value=tensor,
+            type=ir.TensorType(tensor.dtype),
+            shape=ir.Shape(tensor.shape),
+        )
         self.graph.register_initializer(value)
         return value
 
@@ -92,7 +98,6 @@ class _Writer:
         if target.constant and not self.qdq_pair_for_constants:
             data = self.plan.constants[target.key]
             stored = self._initializer(f"{target.tensor}_quantized", quantize(data, params))
-            stored.shape = ir.Shape(data.shape)
             nodes, dequantized = self._qdq_nodes(
                 stored, target.tensor, params, with_quantize=False
             )

@@ -1,0 +1,83 @@
+"""Opset requirements of a config, and conversion of a model to a newer opset."""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+import onnx.version_converter
+
+from qrewrite.config import QConfig, QTensorConfig
+from qrewrite.config.enums import QuantGranularity
+from qrewrite.errors import ConfigError, ModelInputError
+
+logger = logging.getLogger(__name__)
+
+# QuantizeLinear/DequantizeLinear gained the per-channel `axis` in opset 13.
+PER_CHANNEL_OPSET = 13
+
+
+def _specs(config: QConfig) -> list[QTensorConfig]:
+    layers = [config.global_config]
+    for data_type in (config.specific_layer_config or {}):
+        layers.append(config.global_config.with_data_type(data_type))
+    for data_type in (config.layer_type_config or {}):
+        if data_type is not None:
+            layers.append(config.global_config.with_data_type(data_type))
+    specs = []
+    for layer in layers:
+        specs.extend(spec for spec in (layer.activation, layer.weight) if spec is not None)
+    return specs
+
+
+def required_opset(config: QConfig) -> tuple[int, str]:
+    """Lowest default-domain opset the config's Q/DQ nodes need, and the reason."""
+    needed, reason = 10, "QuantizeLinear and DequantizeLinear"
+    for spec in _specs(config):
+        if spec.data_type.min_opset > needed:
+            needed, reason = spec.data_type.min_opset, f"{spec.data_type.value} Q/DQ"
+        if spec.quant_granularity is QuantGranularity.Channel and PER_CHANNEL_OPSET > needed:
+            needed, reason = PER_CHANNEL_OPSET, "per-channel quantization"
+    if config.options.Int16Bias and needed < 21:
+        needed, reason = 21, "Int16Bias"
+    return needed, reason
+
+
+def model_opset(proto: onnx.ModelProto) -> int:
+    """The model's default-domain opset."""
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    raise ModelInputError("the model imports no default-domain (ai.onnx) opset")
+
+
+def target_opset(proto: onnx.ModelProto, config: QConfig) -> int:
+    """Opset to convert to: ConvertOpsetVersion if set, else the lowest one that suffices."""
+    current = model_opset(proto)
+    needed, reason = required_opset(config)
+    explicit = config.options.ConvertOpsetVersion
+    if explicit is not None:
+        if explicit < needed:
+            raise ConfigError(
+                f"ConvertOpsetVersion={explicit} is too low: {reason} needs opset {needed}"
+            )
+        return explicit
+    if current >= needed:
+        return current
+    logger.info("raising the opset from %d to %d because %s needs it", current, needed, reason)
+    return needed
+
+
+def convert_opset(proto: onnx.ModelProto, target: int) -> onnx.ModelProto:
+    """Return the model converted to `target`; the input is not changed."""
+    if model_opset(proto) == target:
+        return proto
+    try:
+        converted = onnx.version_converter.convert_version(proto, target)
+    except Exception as error:
+        raise ModelInputError(
+            f"converting the model from opset {model_opset(proto)} to {target} failed: "
+            f"{error}. Set ConvertOpsetVersion to an opset the model converts to, or "
+            "convert it yourself"
+        ) from error
+    return converted

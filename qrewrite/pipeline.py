@@ -1,0 +1,232 @@
+"""The quantization pipeline: an ordered list of pure stages built from the config.
+
+Each stage takes a `State` and returns a new one; none changes its input. Print the
+stages of a config with `[stage.name for stage in build_stages(config)]`, or pass your
+own list to `run_stages`.
+
+load -> remove input initializers -> simplify -> convert opset -> float-graph rules ->
+prepare (names, shapes) -> select -> calibrate -> plan -> refine bias -> materialize
+-> verify -> save
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import ShapeInferencePass
+
+from qrewrite.config import DataType, QConfig
+from qrewrite.errors import ConfigError
+from qrewrite.model.io import check_output_path, load_model, save_model_atomic
+from qrewrite.model.names import name_unnamed_nodes
+from qrewrite.model.opset import convert_opset, target_opset
+from qrewrite.model.verify import verify_model_file, verify_model_proto
+from qrewrite.quantization.bias import refine_bias
+from qrewrite.quantization.materialize import materialize
+from qrewrite.quantization.plan import Plan, make_plan
+from qrewrite.quantization.selection import Selection, calibration_requests, select
+from qrewrite.run_context import run_context
+from qrewrite.summary import QuantizationSummary, summarize
+
+logger = logging.getLogger(__name__)
+
+# onnxslim's own BatchNorm folding would bypass the FoldBatchNorm option.
+_ONNXSLIM_SKIPPED_FUSIONS = ["FusionConvBN", "FusionConvTransposeBN"]
+
+
+@attrs.frozen
+class State:
+    """What flows between stages. Later stages fill the later fields."""
+
+    config: QConfig
+    proto: onnx.ModelProto
+    reader: Any = None
+    model: ir.Model | None = None
+    selection: Selection | None = None
+    ranges: dict[str, Any] | None = None
+    plan: Plan | None = None
+    notes: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Stage:
+    """One named, pure step of the pipeline."""
+
+    name: str
+    run: Callable[[State], State]
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return copy
+
+
+def remove_input_initializers(state: State) -> State:
+    """Drop graph inputs that are initializers, so they count as constants."""
+    initializers = {init.name for init in state.proto.graph.initializer}
+    if not any(value.name in initializers for value in state.proto.graph.input):
+        return state
+    proto = _copy(state.proto)
+    kept = [value for value in proto.graph.input if value.name not in initializers]
+    del proto.graph.input[:]
+    proto.graph.input.extend(kept)
+    return attrs.evolve(state, proto=proto)
+
+
+def simplify(state: State) -> State:
+    """Simplify with onnxslim: constant folding, dead code removal, shape cleanup."""
+    import onnxslim
+
+    try:
+        proto = onnxslim.slim(_copy(state.proto), skip_fusion_patterns=_ONNXSLIM_SKIPPED_FUSIONS)
+    except Exception as error:  # onnxslim raises many types; a failure must not stop the run
+        logger.warning("onnxslim could not simplify the model (%s); continuing without it", error)
+        return state
+    if not isinstance(proto, onnx.ModelProto):
+        logger.warning("onnxslim returned no model; continuing without simplification")
+        return state
+    return attrs.evolve(state, proto=proto)
+
+
+def convert_to_target_opset(state: State) -> State:
+    """Convert to the opset the config needs (or ConvertOpsetVersion)."""
+    target = target_opset(state.proto, state.config)
+    return attrs.evolve(state, proto=convert_opset(state.proto, target))
+
+
+def apply_float_rules(state: State) -> State:
+    """Apply the float-graph rule packs that the options select."""
+    from qrewrite.rewrite import apply_rules
+    from qrewrite.rules import float_graph_rules
+
+    rules = float_graph_rules(state.config.options)
+    result = apply_rules(state.proto, rules)
+    return attrs.evolve(state, proto=result.model)
+
+
+def prepare(state: State) -> State:
+    """Move to onnx_ir, name every node and infer shapes and types."""
+    model = ir.from_proto(state.proto).clone()
+    name_unnamed_nodes(model)
+    ShapeInferencePass()(model)
+    return attrs.evolve(state, model=model)
+
+
+def select_targets(state: State) -> State:
+    """Decide which tensors get quantized and how."""
+    assert state.model is not None
+    return attrs.evolve(state, selection=select(state.model.graph, state.config))
+
+
+def calibrate_ranges(state: State) -> State:
+    """Run the float model on the calibration samples and collect ranges."""
+    from qrewrite.calibration import calibrate, samples_from
+
+    assert state.model is not None and state.selection is not None
+    requests = calibration_requests(state.selection)
+    proto = ir.to_proto(state.model)
+    samples = samples_from(state.reader, proto, state.config.options)
+    if not requests:
+        next(iter(samples), None)
+        return attrs.evolve(state, ranges={})
+    ranges = calibrate(proto, requests, samples, state.config.options)  # type: ignore[arg-type]
+    return attrs.evolve(state, ranges=dict(ranges))
+
+
+def plan_parameters(state: State) -> State:
+    """Compute scales and zero points."""
+    assert state.model is not None and state.selection is not None and state.ranges is not None
+    return attrs.evolve(state, plan=make_plan(state.selection, state.model.graph, state.ranges))
+
+
+def refine_bias_scales(state: State) -> State:
+    """Set bias scales to input scale x weight scale, widening weights on overflow."""
+    assert state.plan is not None
+    bias_type = DataType.Int16 if state.config.options.Int16Bias else DataType.Int32
+    return attrs.evolve(state, plan=refine_bias(state.plan, bias_type))
+
+
+def write_qdq(state: State) -> State:
+    """Insert the Q/DQ nodes and integer initializers."""
+    assert state.model is not None and state.plan is not None
+    model = materialize(
+        state.model, state.plan, qdq_pair_for_constants=state.config.options.AddQDQPairToWeight
+    )
+    return attrs.evolve(state, model=model)
+
+
+def build_stages(config: QConfig) -> list[Stage]:
+    """The stage list for `config`, in order."""
+    options = config.options
+    stages: list[Stage] = []
+    if options.RemoveInputInit:
+        stages.append(Stage("remove input initializers", remove_input_initializers))
+    if options.SimplifyModel:
+        stages.append(Stage("simplify", simplify))
+    stages.append(Stage("convert opset", convert_to_target_opset))
+    if options.OptimizeModel:
+        stages.append(Stage("float-graph rules", apply_float_rules))
+    stages += [
+        Stage("prepare", prepare),
+        Stage("select", select_targets),
+        Stage("calibrate", calibrate_ranges),
+        Stage("plan", plan_parameters),
+        Stage("refine bias", refine_bias_scales),
+        Stage("materialize", write_qdq),
+    ]
+    return stages
+
+
+def run_stages(stages: Sequence[Stage], state: State) -> State:
+    """Run `stages` in order and return the final state."""
+    for stage in stages:
+        logger.debug("stage: %s", stage.name)
+        state = stage.run(state)
+    return state
+
+
+def quantize(
+    config: QConfig,
+    model_input: str | os.PathLike[str] | onnx.ModelProto,
+    model_output: str | os.PathLike[str] | None,
+    reader: Any,
+) -> onnx.ModelProto:
+    """Quantize one model with `config`; see `ModelQuantizer.quantize_model`."""
+    with run_context(config):
+        if config.options.CryptoMode and not isinstance(model_input, onnx.ModelProto):
+            raise ConfigError("CryptoMode needs the model as an onnx.ModelProto, not a path")
+        loaded = load_model(model_input)
+        if model_output is not None:
+            check_output_path(model_output, loaded)
+
+        size_before = loaded.proto.ByteSize()
+        state = run_stages(build_stages(config), State(config=config, proto=loaded.proto, reader=reader))
+        assert state.model is not None and state.plan is not None
+        proto = ir.to_proto(state.model)
+
+        if model_output is None:
+            verify_model_proto(proto)
+        else:
+            save_model_atomic(
+                proto,
+                model_output,
+                use_external_data=config.use_external_data_format,
+                verify=verify_model_file,
+                source=loaded,
+            )
+
+        summary = summarize(state.model, state.plan, size_before, proto.ByteSize(), state.notes)
+        if config.options.PrintSummary and not config.options.CryptoMode:
+            print(summary.format())
+        logger.info("quantized %d nodes", len(state.plan.selection.quantized_nodes))
+        return proto
+
+
+__all__ = ["QuantizationSummary", "Stage", "State", "build_stages", "quantize", "run_stages"]
