@@ -1,1 +1,8 @@
-"""Calibration: data readers, statistics collectors and range methods."""
+"""Calibration: read samples, collect statistics in one pass, and pick each tensor's range."""
+
+from qrewrite.calibration.engine import calibrate
+from qrewrite.calibration.ranges import TensorRange
+from qrewrite.calibration.requests import PowerOfTwoMethod, RangeRequest
+from qrewrite.calibration.samples import samples_from
+
+__all__ = ["PowerOfTwoMethod", "RangeRequest", "TensorRange", "calibrate", "samples_from"]

@@ -1,0 +1,328 @@
+"""Build the calibration model: the float model plus reductions next to each requested tensor.
+
+For every requested tensor `x` the builder adds nodes that reduce it to a few small
+outputs, so onnxruntime can free `x` as soon as they ran and only the reduced values come
+back to Python:
+
+- `min`, `max`: extremes over the finite elements (+inf and -inf when there are none),
+- `size`: number of elements, `nonfinite`: number of NaN and infinite elements,
+- with a histogram: `exponent` k, `first_bin` b and `counts` c, where c[i] counts the
+  finite elements in [(b + i) * 2**k, (b + i + 1) * 2**k).
+
+The common case, a tensor without NaN or inf, is detected from its sum (the sum of a
+tensor is finite exactly when no element is NaN or infinite, unless it overflows, which
+only costs the slow path). Only then does an If node run the masked path, so finite
+tensors pay for three reductions and nothing else.
+
+The histogram exponent is chosen in the graph from log2 of the range. It may come out one
+step finer than the exponent `collectors.canonical_exponent` picks, never coarser, so the
+graph writes up to `2 * HISTOGRAM_BINS + 2` bins and Python coarsens them exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import attrs
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+# Bins of a canonical histogram. 2048 matches the default of onnxruntime's percentile
+# calibrator; more bins cost transfer time per sample and merge time in Python.
+HISTOGRAM_BINS = 2048
+GRAPH_HISTOGRAM_BINS = 2 * HISTOGRAM_BINS + 2
+# Smallest histogram exponent: 2**-126 is the smallest normal float32.
+MIN_EXPONENT = -126
+# The graph never bins finer than 2**(floor(log2(max |x|)) - 25), so bin indices stay
+# below 2**27 and are exact in float32 arithmetic.
+GRAPH_EXPONENT_FLOOR_OFFSET = 25
+
+# ScatterElements with reduction "add" exists from opset 16.
+HISTOGRAM_MIN_OPSET = 16
+# IsInf exists from opset 10.
+MIN_MAX_MIN_OPSET = 10
+
+_FLOAT_TYPES = {
+    TensorProto.FLOAT,
+    TensorProto.FLOAT16,
+    TensorProto.BFLOAT16,
+    TensorProto.DOUBLE,
+}
+
+
+@attrs.frozen
+class StatOutputs:
+    """Names of the graph outputs that carry one tensor's statistics."""
+
+    tensor: str
+    min: str
+    max: str
+    size: str
+    nonfinite: str
+    exponent: str | None = None
+    first_bin: str | None = None
+    counts: str | None = None
+
+    def names(self) -> list[str]:
+        optional = [self.exponent, self.first_bin, self.counts]
+        return [self.min, self.max, self.size, self.nonfinite] + [n for n in optional if n]
+
+
+class _Names:
+    """Fresh value and node names that cannot clash with the model's names."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        taken = {value for node in model.graph.node for value in (*node.input, *node.output)}
+        taken |= {node.name for node in model.graph.node}
+        taken |= {v.name for v in (*model.graph.input, *model.graph.output)}
+        taken |= {init.name for init in model.graph.initializer}
+        prefix = "qrewrite_calib"
+        while any(name.startswith(prefix) for name in taken):
+            prefix += "_"
+        self.prefix = prefix
+        self.counter = 0
+
+    def __call__(self, hint: str) -> str:
+        self.counter += 1
+        return f"{self.prefix}/{self.counter}/{hint}"
+
+
+def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Map every typed value of the main graph to its ONNX element type."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except (onnx.shape_inference.InferenceError, ValueError):
+        inferred = model
+    graph = inferred.graph
+    types = {}
+    for value in (*graph.input, *graph.value_info, *graph.output):
+        if value.type.HasField("tensor_type"):
+            types[value.name] = value.type.tensor_type.elem_type
+    return types
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            return opset.version
+    return 1
+
+
+class _Builder:
+    def __init__(self, names: _Names) -> None:
+        self.names = names
+        self.initializers: list[TensorProto] = []
+        self.constants: dict[tuple[str, object], str] = {}
+
+    def const(self, value: float | int, dtype: type) -> str:
+        key = (np.dtype(dtype).name, value)
+        if key not in self.constants:
+            name = self.names("const")
+            self.initializers.append(numpy_helper.from_array(np.array(value, dtype), name))
+            self.constants[key] = name
+        return self.constants[key]
+
+    def shape_const(self, values: list[int]) -> str:
+        name = self.names("shape")
+        self.initializers.append(numpy_helper.from_array(np.array(values, np.int64), name))
+        return name
+
+    def node(
+        self, nodes: list[onnx.NodeProto], op: str, inputs: list[str], hint: str, **attrs_: object
+    ) -> str:
+        output = self.names(hint)
+        nodes.append(
+            helper.make_node(op, inputs, [output], name=self.names(op), **attrs_)
+        )
+        return output
+
+
+def _histogram_nodes(
+    b: _Builder, nodes: list[onnx.NodeProto], values: str, updates: str, low: str, high: str
+) -> tuple[str, str, str]:
+    """Append the nodes that bin `values` (finite, flat) weighted by int32 `updates`."""
+    f32 = np.float32
+    inv_ln2 = b.const(1.0 / math.log(2.0), f32)
+    span = b.node(nodes, "Sub", [high, low], "span")
+    per_bin = b.node(nodes, "Div", [span, b.const(float(HISTOGRAM_BINS), f32)], "per_bin")
+    log_per_bin = b.node(nodes, "Mul", [b.node(nodes, "Log", [per_bin], "ln"), inv_ln2], "lg")
+    span_exponent = b.node(nodes, "Floor", [log_per_bin], "k_span")
+
+    abs_low = b.node(nodes, "Abs", [low], "abs_low")
+    abs_high = b.node(nodes, "Abs", [high], "abs_high")
+    abs_max = b.node(nodes, "Max", [abs_low, abs_high], "abs_max")
+    log_abs = b.node(nodes, "Mul", [b.node(nodes, "Log", [abs_max], "ln"), inv_ln2], "lg")
+    floor_offset = b.const(float(GRAPH_EXPONENT_FLOOR_OFFSET), f32)
+    abs_exponent = b.node(nodes, "Floor", [log_abs], "k_abs")
+    floor_exponent = b.node(nodes, "Sub", [abs_exponent, floor_offset], "k_floor")
+    exponent = b.node(
+        nodes, "Max", [span_exponent, floor_exponent, b.const(float(MIN_EXPONENT), f32)], "k"
+    )
+
+    width = b.node(nodes, "Pow", [b.const(2.0, f32), exponent], "width")
+    inverse_width = b.node(nodes, "Reciprocal", [width], "inv_width")
+    first_bin = b.node(nodes, "Floor", [b.node(nodes, "Mul", [low, inverse_width], "lo")], "b")
+    scaled = b.node(nodes, "Mul", [values, inverse_width], "scaled")
+    bins = b.node(nodes, "Floor", [scaled], "bins")
+    relative = b.node(nodes, "Sub", [bins, first_bin], "rel")
+    clipped = b.node(
+        nodes,
+        "Clip",
+        [relative, b.const(0.0, f32), b.const(float(GRAPH_HISTOGRAM_BINS - 1), f32)],
+        "clip",
+    )
+    indices = b.node(nodes, "Cast", [clipped], "idx", to=TensorProto.INT32)
+    zeros = b.node(
+        nodes,
+        "ConstantOfShape",
+        [b.shape_const([GRAPH_HISTOGRAM_BINS])],
+        "zeros",
+        value=numpy_helper.from_array(np.array([0], np.int32)),
+    )
+    counts = b.node(
+        nodes, "ScatterElements", [zeros, indices, updates], "counts", axis=0, reduction="add"
+    )
+    return exponent, first_bin, counts
+
+
+# Element types of the If outputs, in order: min, max, nonfinite, exponent, first_bin, counts.
+_RESULT_TYPES = [
+    TensorProto.FLOAT,
+    TensorProto.FLOAT,
+    TensorProto.INT64,
+    TensorProto.FLOAT,
+    TensorProto.FLOAT,
+    TensorProto.INT32,
+]
+
+
+def _branch(name: str, outputs: list[str], nodes: list[onnx.NodeProto]) -> onnx.GraphProto:
+    value_infos = [
+        helper.make_tensor_value_info(output, elem_type, None)
+        for output, elem_type in zip(outputs, _RESULT_TYPES[: len(outputs)], strict=True)
+    ]
+    return helper.make_graph(nodes, name, [], value_infos)
+
+
+def _stat_nodes(
+    b: _Builder, tensor: str, elem_type: int | None, histogram: bool
+) -> tuple[list[onnx.NodeProto], StatOutputs]:
+    """Return the nodes that reduce `tensor` and the names of their outputs."""
+    f32, i32, i64 = np.float32, np.int32, np.int64
+    nodes: list[onnx.NodeProto] = []
+    source = tensor
+    if elem_type != TensorProto.FLOAT:
+        source = b.node(nodes, "Cast", [tensor], "as_float", to=TensorProto.FLOAT)
+    flat = b.node(nodes, "Reshape", [source, b.shape_const([-1])], "flat")
+    size = b.node(nodes, "Size", [flat], "size")
+    fast_min = b.node(nodes, "ReduceMin", [flat], "min0", keepdims=0)
+    fast_max = b.node(nodes, "ReduceMax", [flat], "max0", keepdims=0)
+    total = b.node(nodes, "ReduceSum", [flat], "sum", keepdims=0)
+    # total - total is NaN exactly when total is NaN or infinite.
+    has_nonfinite = b.node(nodes, "IsNaN", [b.node(nodes, "Sub", [total, total], "d")], "bad")
+
+    # The masked path: statistics of the finite elements only.
+    masked: list[onnx.NodeProto] = []
+    finite = b.node(
+        masked, "Not", [b.node(masked, "IsNaN", [b.node(masked, "Sub", [flat, flat], "d")], "n")],
+        "finite",
+    )
+    finite_count = b.node(
+        masked, "ReduceSum", [b.node(masked, "Cast", [finite], "f", to=TensorProto.INT64)],
+        "finite_count", keepdims=0,
+    )
+    masked_nonfinite = b.node(masked, "Sub", [size, finite_count], "nonfinite")
+    masked_min = b.node(
+        masked, "ReduceMin",
+        [b.node(masked, "Where", [finite, flat, b.const(math.inf, f32)], "w")], "min",
+        keepdims=0,
+    )
+    masked_max = b.node(
+        masked, "ReduceMax",
+        [b.node(masked, "Where", [finite, flat, b.const(-math.inf, f32)], "w")], "max",
+        keepdims=0,
+    )
+    masked_outputs = [masked_min, masked_max, masked_nonfinite]
+
+    # The fast path: the tensor has only finite elements.
+    fast: list[onnx.NodeProto] = []
+    fast_outputs = [
+        b.node(fast, "Identity", [fast_min], "min"),
+        b.node(fast, "Identity", [fast_max], "max"),
+        b.node(fast, "Identity", [b.const(0, i64)], "nonfinite"),
+    ]
+
+    if histogram:
+        # Non-finite elements are moved to the minimum and given weight 0.
+        kept = b.node(masked, "Where", [finite, flat, masked_min], "kept")
+        weights = b.node(masked, "Cast", [finite], "weights", to=TensorProto.INT32)
+        masked_outputs += _histogram_nodes(b, masked, kept, weights, masked_min, masked_max)
+        ones = b.node(fast, "Expand", [b.const(1, i32), b.node(fast, "Shape", [flat], "s")], "1")
+        fast_outputs += _histogram_nodes(b, fast, flat, ones, fast_min, fast_max)
+
+    results = [b.names(hint) for hint in ("min", "max", "nonfinite", "k", "b", "counts")]
+    results = results[: len(fast_outputs)]
+    nodes.append(
+        helper.make_node(
+            "If",
+            [has_nonfinite],
+            results,
+            name=b.names("If"),
+            then_branch=_branch(b.names("masked"), masked_outputs, masked),
+            else_branch=_branch(b.names("fast"), fast_outputs, fast),
+        )
+    )
+    outputs = StatOutputs(tensor, results[0], results[1], size, results[2])
+    if histogram:
+        outputs = attrs.evolve(
+            outputs, exponent=results[3], first_bin=results[4], counts=results[5]
+        )
+    return nodes, outputs
+
+
+def build_stats_model(
+    model: onnx.ModelProto, histogram_tensors: Iterable[str], min_max_tensors: Iterable[str]
+) -> tuple[onnx.ModelProto, list[StatOutputs]]:
+    """Return a copy of `model` whose outputs are the statistics of the given tensors.
+
+    The model's own outputs are dropped, so nothing but the reduced values is kept alive.
+    The caller must ensure the model's opset is at least `HISTOGRAM_MIN_OPSET` when any
+    histogram is requested, and at least `MIN_MAX_MIN_OPSET` otherwise.
+    """
+    stats_model = onnx.ModelProto()
+    stats_model.CopyFrom(model)
+    graph = stats_model.graph
+    types = tensor_types(model)
+    builder = _Builder(_Names(model))
+
+    all_outputs: list[StatOutputs] = []
+    histogram_list = list(dict.fromkeys(histogram_tensors))
+    histogram_set = set(histogram_list)
+    min_max_list = [t for t in dict.fromkeys(min_max_tensors) if t not in histogram_set]
+    for tensor in histogram_list + min_max_list:
+        nodes, outputs = _stat_nodes(builder, tensor, types.get(tensor), tensor in histogram_set)
+        graph.node.extend(nodes)
+        all_outputs.append(outputs)
+
+    graph.initializer.extend(builder.initializers)
+    del graph.output[:]
+    for outputs in all_outputs:
+        typed = [
+            (outputs.min, TensorProto.FLOAT),
+            (outputs.max, TensorProto.FLOAT),
+            (outputs.size, TensorProto.INT64),
+            (outputs.nonfinite, TensorProto.INT64),
+            (outputs.exponent, TensorProto.FLOAT),
+            (outputs.first_bin, TensorProto.FLOAT),
+            (outputs.counts, TensorProto.INT32),
+        ]
+        for name, elem_type in typed:
+            if name is not None:
+                graph.output.append(helper.make_tensor_value_info(name, elem_type, None))
+    return stats_model, all_outputs
+
+
+def is_float_type(elem_type: int | None) -> bool:
+    return elem_type in _FLOAT_TYPES
