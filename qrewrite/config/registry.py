@@ -206,7 +206,7 @@ _CALIBRATION = [
          group="calibration"),
     _opt("CalibTensorRangeSymmetric", t.BOOL, False,
          "Make every calibrated range symmetric around zero.", group="calibration",
-         built=False),
+         built=True),
     _opt("Percentile", t.PERCENT, 99.999, "Percentile kept by the Percentile method.",
          group="calibration", built=False),
     _opt("LWPMetric", t.choice("mae", "mse"), "mae",
