@@ -21,7 +21,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
-from qrewrite.config import DataType, QConfig
+from qrewrite.config import CalibMethod, DataType, QConfig, QTensorConfig, ScaleType
 from qrewrite.errors import ConfigError
 from qrewrite.model.io import check_output_path, load_model, save_model_atomic
 from qrewrite.model.names import name_unnamed_nodes
@@ -30,7 +30,7 @@ from qrewrite.model.verify import verify_model_file, verify_model_proto
 from qrewrite.quantization.bias import refine_bias
 from qrewrite.quantization.materialize import materialize
 from qrewrite.quantization.plan import Plan, make_plan
-from qrewrite.quantization.selection import Selection, calibration_requests, select
+from qrewrite.quantization.selection import Selection, calibration_specs, select
 from qrewrite.run_context import run_context
 from qrewrite.summary import QuantizationSummary, summarize
 
@@ -125,18 +125,36 @@ def select_targets(state: State) -> State:
     return attrs.evolve(state, selection=select(state.model.graph, state.config))
 
 
+def _range_request(spec: QTensorConfig) -> Any:
+    from qrewrite.calibration import PowerOfTwoMethod, RangeRequest
+
+    method: Any = spec.calibration_method
+    if spec.scale_type is ScaleType.PowerOf2 and spec.calibration_method is CalibMethod.MinMSE:
+        method = PowerOfTwoMethod.MinMSE
+    return RangeRequest(
+        method,
+        bits=spec.data_type.bits,
+        signed=spec.data_type.signed,
+        symmetric=spec.symmetric,
+    )
+
+
 def calibrate_ranges(state: State) -> State:
     """Run the float model on the calibration samples and collect ranges."""
     from qrewrite.calibration import calibrate, samples_from
 
     assert state.model is not None and state.selection is not None
-    requests = calibration_requests(state.selection)
+    requests = {
+        tensor: _range_request(spec)
+        for tensor, spec in calibration_specs(state.selection).items()
+    }
     proto = ir.to_proto(state.model)
     samples = samples_from(state.reader, proto, state.config.options)
     if not requests:
+        # Still read one sample, so a missing or broken reader is reported.
         next(iter(samples), None)
         return attrs.evolve(state, ranges={})
-    ranges = calibrate(proto, requests, samples, state.config.options)  # type: ignore[arg-type]
+    ranges = calibrate(proto, requests, samples, state.config.options)
     return attrs.evolve(state, ranges=dict(ranges))
 
 

@@ -99,6 +99,18 @@ def _algorithms(value: Any) -> tuple[AlgoConfig, ...]:
     return tuple(value)
 
 
+def _check_providers(providers: tuple[str, ...]) -> None:
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    missing = [provider for provider in providers if provider not in available]
+    if missing or not providers:
+        raise ConfigError(
+            f"ExecutionProviders {list(providers)!r} are not all available in this "
+            f"onnxruntime; available: {available}"
+        )
+
+
 @attrs.frozen(init=False)
 class QConfig:
     """What to quantize and how: layer specs, overrides, exclusions and extra options.
@@ -136,6 +148,7 @@ class QConfig:
                 f"use_external_data_format must be True or False, got {use_external_data_format!r}"
             )
         options = ExtraOptions.from_kwargs(kwargs)
+        _check_providers(options.ExecutionProviders)
         if options.Int16Bias and kwargs.get("Int32Bias") is True:
             raise ConfigError("Int16Bias and Int32Bias are both True; set only one of them")
 

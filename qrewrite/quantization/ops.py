@@ -98,6 +98,11 @@ MICROSOFT_OP_ROLES: dict[str, OpRole] = {"Gelu": _COMPUTE}
 # ExtraOpTypesToQuantize selects them.
 GENERIC_ROLE = OpRole(activation_inputs=(), all_inputs_are_activations=True)
 
+# onnxruntime 1.32 drops a DequantizeLinear -> MaxPool -> QuantizeLinear group with equal
+# parameters and then finds no MaxPool kernel for int4/uint4, so the model fails to load.
+# With 4-bit activations these ops stay float.
+FLOAT_WITH_4BIT_ACTIVATIONS = frozenset({"MaxPool"})
+
 # Consumers that need the exact float value of their input: quantizing the input would
 # change their result (NaN and infinity tests, conversion to integers).
 FLOAT_ONLY_CONSUMERS = frozenset({"IsNaN", "IsInf"})

@@ -18,7 +18,13 @@ from qrewrite.config import QConfig, QTensorConfig
 from qrewrite.config.enums import QuantGranularity
 from qrewrite.model.graph_utils import constant_array, is_float, main_graph_uses
 from qrewrite.quantization.node_config import node_layer_configs
-from qrewrite.quantization.ops import FLOAT_ONLY_CONSUMERS, OP_ROLES, OpRole, role_of
+from qrewrite.quantization.ops import (
+    FLOAT_ONLY_CONSUMERS,
+    FLOAT_WITH_4BIT_ACTIVATIONS,
+    OP_ROLES,
+    OpRole,
+    role_of,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -169,8 +175,17 @@ class _Selector:
         key = f"{name}|w{self._spec_id(spec)}:{axis}"
         return self._add(Target(key, name, Role.WEIGHT, spec, axis, True))
 
-    def _node_selected(self, node: ir.Node, role: OpRole) -> bool:
+    def _node_selected(
+        self, node: ir.Node, role: OpRole, activation: QTensorConfig | None
+    ) -> bool:
         if self.allowed_types is not None and node.op_type not in self.allowed_types:
+            return False
+        if (
+            activation is not None
+            and activation.data_type.bits == 4
+            and node.op_type in FLOAT_WITH_4BIT_ACTIVATIONS
+        ):
+            logger.info("%s %r stays float: onnxruntime has no 4-bit kernel", node.op_type, node.name)
             return False
         if node.op_type == "MatMul" and self.options.MatMulConstBOnly:
             if constant_array(node.inputs[1] if len(node.inputs) > 1 else None) is None:
@@ -284,7 +299,7 @@ def select(graph: ir.Graph, config: QConfig) -> Selection:
         if layer is None:
             continue
         role = role_of(node, selector.extra_types)
-        if role is None or not selector._node_selected(node, role):
+        if role is None or not selector._node_selected(node, role, layer.activation):
             continue
         selector.visit(node, layer.activation, layer.weight, role)
 
@@ -302,13 +317,16 @@ def select(graph: ir.Graph, config: QConfig) -> Selection:
     )
 
 
-def calibration_requests(selection: Selection) -> dict[str, object]:
-    """Tensor name -> calibration method, for every activation that is not a constant."""
-    requests: dict[str, object] = {}
+def calibration_specs(selection: Selection) -> dict[str, QTensorConfig]:
+    """Tensor name -> spec, for every activation that is not a constant.
+
+    When several targets quantize one tensor, the first one's spec decides its range.
+    """
+    specs: dict[str, QTensorConfig] = {}
     for target in selection.targets.values():
         if target.role is Role.ACTIVATION and not target.constant and target.spec is not None:
-            requests.setdefault(target.tensor, target.spec.calibration_method)
-    return requests
+            specs.setdefault(target.tensor, target.spec)
+    return specs
 
 
-__all__ = ["OP_ROLES", "BiasLink", "Role", "Selection", "Target", "calibration_requests", "select"]
+__all__ = ["OP_ROLES", "BiasLink", "Role", "Selection", "Target", "calibration_specs", "select"]
