@@ -97,7 +97,6 @@ def _quantize(model, feeds, **options):
             weight=Int8Spec(quant_granularity=QuantGranularity.Channel),
         ),
         PrintSummary=False,
-        OptimizeModel=False,
         **options,
     )
     return ModelQuantizer(config).quantize_model(model, None, feeds)

@@ -67,7 +67,6 @@ def quantize(model, feeds=FEEDS, activation=None, weight=None, **options):
             weight=weight if weight is not None else Int8Spec(quant_granularity=CHANNEL),
         ),
         PrintSummary=False,
-        OptimizeModel=False,
         **options,
     )
     return ModelQuantizer(config).quantize_model(model, None, feeds)
@@ -296,7 +295,7 @@ def test_same_input_gives_identical_bytes(tmp_path) -> None:
     digests = []
     for run in range(2):
         path = tmp_path / f"q{run}.onnx"
-        config = QConfig(PrintSummary=False, OptimizeModel=False)
+        config = QConfig(PrintSummary=False)
         ModelQuantizer(config).quantize_model(model, path, FEEDS)
         digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
@@ -310,7 +309,7 @@ def test_input_model_not_modified(tmp_path) -> None:
     file_before = source.read_bytes()
 
     quantize(model)
-    ModelQuantizer(QConfig(PrintSummary=False, OptimizeModel=False)).quantize_model(
+    ModelQuantizer(QConfig(PrintSummary=False)).quantize_model(
         source, tmp_path / "q.onnx", FEEDS
     )
 

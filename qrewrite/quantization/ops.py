@@ -98,10 +98,13 @@ MICROSOFT_OP_ROLES: dict[str, OpRole] = {"Gelu": _COMPUTE}
 # ExtraOpTypesToQuantize selects them.
 GENERIC_ROLE = OpRole(activation_inputs=(), all_inputs_are_activations=True)
 
-# onnxruntime 1.32 drops a DequantizeLinear -> MaxPool -> QuantizeLinear group with equal
-# parameters and then finds no MaxPool kernel for int4/uint4, so the model fails to load.
-# With 4-bit activations these ops stay float.
-FLOAT_WITH_4BIT_ACTIVATIONS = frozenset({"MaxPool"})
+# onnxruntime 1.32 fails to load 4-bit models in two places, so with 4-bit activations:
+# a tensor read by these ops stays float (its graph optimizer moves the DequantizeLinear
+# past MaxPool, which has no int4/uint4 kernel),
+FLOAT_INPUTS_WITH_4BIT = frozenset({"MaxPool"})
+# and a tensor written by these ops stays float (its Clip + QuantizeLinear fusion rejects
+# a 4-bit zero point during session initialization).
+FLOAT_OUTPUTS_WITH_4BIT = frozenset({"Clip"})
 
 # Consumers that need the exact float value of their input: quantizing the input would
 # change their result (NaN and infinity tests, conversion to integers).

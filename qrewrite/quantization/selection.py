@@ -20,7 +20,8 @@ from qrewrite.model.graph_utils import constant_array, is_float, main_graph_uses
 from qrewrite.quantization.node_config import node_layer_configs
 from qrewrite.quantization.ops import (
     FLOAT_ONLY_CONSUMERS,
-    FLOAT_WITH_4BIT_ACTIVATIONS,
+    FLOAT_INPUTS_WITH_4BIT,
+    FLOAT_OUTPUTS_WITH_4BIT,
     OP_ROLES,
     OpRole,
     role_of,
@@ -136,6 +137,20 @@ class _Selector:
             return False
         return True
 
+    def _runtime_allows(self, value: ir.Value, spec: QTensorConfig) -> bool:
+        """Whether onnxruntime can load this tensor quantized with `spec` (see ops.py)."""
+        if spec.data_type.bits != 4:
+            return True
+        producer = value.producer()
+        blocked = producer is not None and producer.op_type in FLOAT_OUTPUTS_WITH_4BIT
+        blocked = blocked or any(use.node.op_type in FLOAT_INPUTS_WITH_4BIT for use in value.uses())
+        if blocked:
+            self.kept_float.setdefault(
+                value.name or "",
+                "onnxruntime cannot load it with 4-bit activations next to MaxPool or Clip",
+            )
+        return not blocked
+
     def _add(self, target: Target) -> str:
         self.targets.setdefault(target.key, target)
         return target.key
@@ -175,17 +190,8 @@ class _Selector:
         key = f"{name}|w{self._spec_id(spec)}:{axis}"
         return self._add(Target(key, name, Role.WEIGHT, spec, axis, True))
 
-    def _node_selected(
-        self, node: ir.Node, role: OpRole, activation: QTensorConfig | None
-    ) -> bool:
+    def _node_selected(self, node: ir.Node, role: OpRole) -> bool:
         if self.allowed_types is not None and node.op_type not in self.allowed_types:
-            return False
-        if (
-            activation is not None
-            and activation.data_type.bits == 4
-            and node.op_type in FLOAT_WITH_4BIT_ACTIVATIONS
-        ):
-            logger.info("%s %r stays float: onnxruntime has no 4-bit kernel", node.op_type, node.name)
             return False
         if node.op_type == "MatMul" and self.options.MatMulConstBOnly:
             if constant_array(node.inputs[1] if len(node.inputs) > 1 else None) is None:
@@ -225,6 +231,8 @@ class _Selector:
                 index in role.activation_inputs or role.all_inputs_are_activations or is_weight_slot
             )
             if activation is None or not in_activation_slot:
+                continue
+            if not self._runtime_allows(value, activation):
                 continue
             key = self._activation_key(value, activation, node, dedicated=dedicated)
             input_keys[index] = key
@@ -282,6 +290,8 @@ class _Selector:
         for output in node.outputs:
             if not self._eligible(output) or (output.name or "") in self.output_targets:
                 continue
+            if not self._runtime_allows(output, spec):
+                continue
             key = f"{output.name}|a{self._spec_id(spec)}"
             self._add(Target(key, output.name or "", Role.ACTIVATION, spec, None, False))
             self.output_targets[output.name or ""] = key
@@ -299,7 +309,7 @@ def select(graph: ir.Graph, config: QConfig) -> Selection:
         if layer is None:
             continue
         role = role_of(node, selector.extra_types)
-        if role is None or not selector._node_selected(node, role, layer.activation):
+        if role is None or not selector._node_selected(node, role):
             continue
         selector.visit(node, layer.activation, layer.weight, role)
 
