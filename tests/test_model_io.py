@@ -353,12 +353,50 @@ def test_load_rejects_tensor_without_location(tmp_path: Path) -> None:
         load_model(path)
 
 
-def test_model_input_names_skip_initializers(tmp_path: Path) -> None:
+def test_inspect_skips_initializer_inputs(tmp_path: Path) -> None:
     proto = make_model()
     proto.graph.input.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, WEIGHT_SHAPE))
     path = write_model_file(proto, tmp_path / "model.onnx")
 
-    assert io.model_input_names(path) == ("x",)
+    info = io.inspect_model_file(path)
+
+    assert info.input_names == ("x",)
+    assert info.source_files == (path,)
+
+
+@pytest.mark.usefixtures("forbid_external_reads")
+def test_inspect_lists_data_files(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    onnx.save_model(make_model(), path, save_as_external_data=True, location="w.bin",
+                    size_threshold=0)
+
+    info = io.inspect_model_file(path)
+
+    assert info.data_files == (tmp_path / "w.bin",)
+
+
+@pytest.mark.usefixtures("forbid_external_reads")
+def test_inspect_rejects_outside_location(tmp_path: Path) -> None:
+    (tmp_path / "outside.bin").write_bytes(b"\0" * 2048)
+    proto = make_model()
+    point_to_external(proto.graph.initializer[0], "../outside.bin")
+    path = write_model_file(proto, tmp_path / "model" / "model.onnx")
+
+    with pytest.raises(ModelInputError, match="resolves outside"):
+        io.inspect_model_file(path)
+
+
+def test_output_check_uses_inspected_files(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    onnx.save_model(make_model(), path, save_as_external_data=True, location="out.onnx.data",
+                    size_threshold=0)
+    info = io.inspect_model_file(path)
+
+    with pytest.raises(OutputPathError, match="would overwrite the input"):
+        io.check_output_path(path, info)
+    with pytest.raises(OutputPathError, match="would overwrite the input"):
+        io.check_output_path(tmp_path / "out.onnx", info)
+    assert io.check_output_path(tmp_path / "other.onnx", info) == tmp_path / "other.onnx"
 
 
 # Saving

@@ -112,14 +112,37 @@ def read_model_without_data(path: Path) -> onnx.ModelProto:
     return proto
 
 
-def model_input_names(path: PathLike) -> tuple[str, ...]:
-    """Return the names of the graph inputs that are not initializers, in graph order.
+@attrs.frozen
+class ModelFileInfo:
+    """A model file checked by `inspect_model_file`: its graph inputs and the files it uses.
 
-    Reads only the model file, never its external data.
+    `input_names` are the graph inputs that are not initializers, in graph order.
     """
-    proto = read_model_without_data(check_input_path(path))
+
+    path: Path
+    input_names: tuple[str, ...]
+    data_files: tuple[Path, ...]
+
+    @property
+    def source_files(self) -> tuple[Path, ...]:
+        """The model file and its external data files."""
+        return (self.path, *self.data_files)
+
+
+def inspect_model_file(model_input: PathLike) -> ModelFileInfo:
+    """Check a model file as `load_model` does, but without reading its external data.
+
+    Raises ModelInputError for the same problems as `load_model`, except that the
+    contents of external data files are not read.
+    """
+    path = check_input_path(model_input)
+    proto = read_model_without_data(path)
+    data_files = check_external_data(proto, path.parent, path)
     initializers = {tensor.name for tensor in proto.graph.initializer}
-    return tuple(value.name for value in proto.graph.input if value.name not in initializers)
+    input_names = tuple(
+        value.name for value in proto.graph.input if value.name not in initializers
+    )
+    return ModelFileInfo(path=path, input_names=input_names, data_files=data_files)
 
 
 def _check_structure(proto: onnx.ModelProto, source: str) -> None:
@@ -295,7 +318,9 @@ def external_data_name(output_path: PathLike) -> str:
     return Path(output_path).name + ".data"
 
 
-def check_output_path(model_output: PathLike, source: LoadedModel | None = None) -> Path:
+def check_output_path(
+    model_output: PathLike, source: LoadedModel | ModelFileInfo | None = None
+) -> Path:
     """Return the output path after checking that the model can be saved there.
 
     The folder must exist, the path must not be a folder, and neither the output nor its
