@@ -164,6 +164,15 @@ def test_spec_mapping_round_trip() -> None:
         assert spec_from_mapping(spec_to_mapping(spec), "spec") == spec
 
 
+def test_spec_mapping_writes_only_changes() -> None:
+    assert spec_to_mapping(Int8Spec()) == {"type": "Int8"}
+    assert spec_to_mapping(UInt8Spec(symmetric=True)) == {"type": "UInt8", "symmetric": True}
+    assert spec_to_mapping(Int8Spec(quant_granularity=QuantGranularity.Channel)) == {
+        "type": "Int8",
+        "quant_granularity": "Channel",
+    }
+
+
 def test_spec_mapping_float_is_none() -> None:
     assert spec_to_mapping(None) is None
     assert spec_from_mapping(None, "spec") is None

@@ -245,17 +245,22 @@ def spec_from_mapping(value: Any, where: str) -> QTensorConfig | None:
 
 
 def spec_to_mapping(spec: QTensorConfig | None) -> dict[str, Any] | None:
-    """Return the mapping form of a spec that `spec_from_mapping` reads back, None for float."""
+    """Return the mapping form of a spec that `spec_from_mapping` reads back, None for float.
+
+    Only the type and the fields that differ from the type's defaults are written, so
+    changing "type" later lets the other fields follow the new type's defaults.
+    """
     if spec is None:
         return None
-    type_name = type(spec).__name__.removesuffix("Spec")
-    return {
-        "type": type_name,
-        "symmetric": spec.symmetric,
-        "scale_type": spec.scale_type.value,
-        "calibration_method": spec.calibration_method.value,
-        "quant_granularity": spec.quant_granularity.value,
-    }
+    defaults = type(spec)()
+    mapping: dict[str, Any] = {"type": type(spec).__name__.removesuffix("Spec")}
+    if spec.symmetric != defaults.symmetric:
+        mapping["symmetric"] = spec.symmetric
+    for key in ("scale_type", "calibration_method", "quant_granularity"):
+        value = getattr(spec, key)
+        if value != getattr(defaults, key):
+            mapping[key] = value.value
+    return mapping
 
 
 def _spec_class(value: Any, where: str) -> type[QTensorConfig]:
