@@ -16,8 +16,15 @@ from tqdm import tqdm
 
 from qrewrite.calibration import graph
 from qrewrite.calibration.collectors import Histogram, MinMax, MovingAverageMinMax
+from qrewrite.calibration.grid import grid_for
+from qrewrite.calibration.power_of_two import PositionVotes, min_mse_exponent
 from qrewrite.calibration.ranges import TensorRange
-from qrewrite.calibration.requests import RangeRequest, Request, as_range_request
+from qrewrite.calibration.requests import (
+    PowerOfTwoMethod,
+    RangeRequest,
+    Request,
+    as_range_request,
+)
 from qrewrite.errors import ConfigError, ModelInputError
 
 logger = logging.getLogger(__name__)
@@ -33,6 +40,7 @@ class TensorCollector:
     min_max: MinMax = attrs.field(factory=MinMax)
     moving_average: MovingAverageMinMax | None = None
     histogram: Histogram | None = None
+    votes: PositionVotes | None = None
 
     def merge(self, other: TensorCollector) -> TensorCollector:
         moving = self.moving_average
@@ -41,7 +49,10 @@ class TensorCollector:
         histogram = self.histogram
         if histogram is not None and other.histogram is not None:
             histogram = histogram.merge(other.histogram)
-        return TensorCollector(self.min_max.merge(other.min_max), moving, histogram)
+        votes = self.votes
+        if votes is not None and other.votes is not None:
+            votes = votes.merge(other.votes)
+        return TensorCollector(self.min_max.merge(other.min_max), moving, histogram, votes)
 
 
 def empty_collector(request: RangeRequest, options: Any) -> TensorCollector:
@@ -50,7 +61,10 @@ def empty_collector(request: RangeRequest, options: Any) -> TensorCollector:
     if options.CalibMovingAverage and not request.needs_histogram:
         moving = MovingAverageMinMax(options.CalibMovingAverageConstant)
     histogram = Histogram() if request.needs_histogram else None
-    return TensorCollector(MinMax(), moving, histogram)
+    votes = None
+    if request.method is PowerOfTwoMethod.MinMSE and options.MinMSEModePof2Scale == "MostCommon":
+        votes = PositionVotes(grid_for(request, options))
+    return TensorCollector(MinMax(), moving, histogram, votes)
 
 
 def _producible_tensors(model: onnx.ModelProto) -> set[str]:
@@ -200,9 +214,12 @@ def _absorb(collector: TensorCollector, sample_stats: TensorCollector) -> Tensor
     if moving is not None and stats.count > 0:
         moving = moving.update_extremes(stats.min, stats.max)
     histogram = collector.histogram
+    votes = collector.votes
     if histogram is not None and sample_stats.histogram is not None:
         histogram = histogram.merge(sample_stats.histogram)
-    return TensorCollector(collector.min_max.merge(stats), moving, histogram)
+        if votes is not None and sample_stats.histogram.counts.size:
+            votes = votes.vote(min_mse_exponent(sample_stats.histogram, votes.grid))
+    return TensorCollector(collector.min_max.merge(stats), moving, histogram, votes)
 
 
 def calibrate(

@@ -20,5 +20,14 @@ BUILT_DATA_TYPES = frozenset(
     }
 )
 BUILT_SCALE_TYPES = frozenset({ScaleType.Float32, ScaleType.PowerOf2})
-BUILT_CALIB_METHODS = frozenset({CalibMethod.MinMax})
+BUILT_CALIB_METHODS = frozenset(
+    {
+        CalibMethod.MinMax,
+        CalibMethod.MinMSE,
+        CalibMethod.Percentile,
+        CalibMethod.Entropy,
+        CalibMethod.LayerwisePercentile,
+        CalibMethod.Distribution,
+    }
+)
 BUILT_GRANULARITIES = frozenset({QuantGranularity.Tensor, QuantGranularity.Channel})
