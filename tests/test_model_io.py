@@ -56,6 +56,8 @@ def forbid_external_reads(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("external data was read before the location was checked")
 
     monkeypatch.setattr(onnx.external_data_helper, "load_external_data_for_tensor", fail)
+    # onnx 1.23 opens every external data file through this private helper.
+    monkeypatch.setattr(onnx.external_data_helper, "_open_external_data_fd", fail)
 
 
 def accept(path: Path) -> None:
@@ -550,6 +552,33 @@ def test_save_rejects_input_data_file(tmp_path: Path) -> None:
     with pytest.raises(OutputPathError, match=re.escape("out.onnx.data")):
         save_model_atomic(loaded.proto, tmp_path / "out.onnx", use_external_data=True,
                           verify=accept, source=loaded)
+
+
+def test_save_write_failure_is_output_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail_write(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io, "_write_model", fail_write)
+
+    with pytest.raises(OutputPathError, match="No space left on device"):
+        save_model_atomic(make_model(), tmp_path / "out.onnx", use_external_data=False,
+                          verify=accept)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
+def test_save_read_only_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(OutputPathError, match="writable"):
+            save_model_atomic(make_model(), folder / "out.onnx", use_external_data=False,
+                              verify=accept)
+    finally:
+        folder.chmod(0o755)
 
 
 def test_save_large_model_uses_external_data(

@@ -373,8 +373,9 @@ def save_model_atomic(
     removed and the output path is left as it was. A model over 2 GiB is saved with
     external data even when `use_external_data` is False. `proto` is not modified.
 
-    NOTE: the data file is moved before the model file. A crash between the two moves
-    can leave an older model at `path` next to the new data file.
+    NOTE: the data file is moved before the model file, so a crash between the two moves
+    can leave an older model at `path` next to the new data file. A process killed
+    without cleanup (SIGKILL, power loss) leaves the hidden temporary folder behind.
     """
     output = check_output_path(path, source)
     if not use_external_data and proto.ByteSize() > MAX_PROTOBUF_BYTES:
@@ -386,17 +387,35 @@ def save_model_atomic(
         )
         use_external_data = True
 
-    temp_folder = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        temp_folder = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    except OSError as error:
+        raise OutputPathError(
+            f"failed to create a temporary folder in {output.parent}: "
+            f"{error.strerror or error}; check that the folder is writable"
+        ) from None
+
     try:
         temp_model = temp_folder / output.name
         data_name = external_data_name(output)
-        _write_model(proto, temp_model, data_name if use_external_data else None)
+        try:
+            _write_model(proto, temp_model, data_name if use_external_data else None)
+        except OSError as error:
+            raise OutputPathError(
+                f"failed to write the model to {output.parent}: {error.strerror or error}"
+            ) from None
+
         verify(temp_model)
 
         temp_data = temp_folder / data_name
-        if temp_data.exists():
-            os.replace(temp_data, output.parent / data_name)
-        os.replace(temp_model, output)
+        try:
+            if temp_data.exists():
+                os.replace(temp_data, output.parent / data_name)
+            os.replace(temp_model, output)
+        except OSError as error:
+            raise OutputPathError(
+                f"failed to move the model into place at {output}: {error.strerror or error}"
+            ) from None
     finally:
         shutil.rmtree(temp_folder, ignore_errors=True)
     logger.debug("Saved the model to %s", output)
