@@ -51,6 +51,11 @@ def write_model_file(proto: onnx.ModelProto, path: Path) -> Path:
 @pytest.fixture
 def forbid_external_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if any external data file is read."""
+    block_external_reads(monkeypatch)
+
+
+def block_external_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every read of an external data file through onnx fail the test."""
 
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("external data was read before the location was checked")
@@ -366,11 +371,11 @@ def test_inspect_skips_initializer_inputs(tmp_path: Path) -> None:
     assert info.source_files == (path,)
 
 
-@pytest.mark.usefixtures("forbid_external_reads")
-def test_inspect_lists_data_files(tmp_path: Path) -> None:
+def test_inspect_lists_data_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "model.onnx"
     onnx.save_model(make_model(), path, save_as_external_data=True, location="w.bin",
                     size_threshold=0)
+    block_external_reads(monkeypatch)
 
     info = io.inspect_model_file(path)
 
