@@ -146,7 +146,7 @@ def calibrate_ranges(state: State) -> State:
     assert state.model is not None and state.selection is not None
     requests = {
         tensor: _range_request(spec)
-        for tensor, spec in calibration_specs(state.selection).items()
+        for tensor, spec in calibration_specs(state.selection, state.model.graph).items()
     }
     proto = ir.to_proto(state.model)
     samples = samples_from(state.reader, proto, state.config.options)

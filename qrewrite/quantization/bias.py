@@ -20,12 +20,13 @@ from qrewrite.quantization.qparams import QuantParams, channel_range, params_fro
 logger = logging.getLogger(__name__)
 
 
-def _fit_bias(data: np.ndarray, weight: QuantParams) -> tuple[np.ndarray, int | None]:
+def _fit_bias(data: np.ndarray, weight: QuantParams) -> tuple[np.ndarray, int | None] | None:
     """Return the bias data and the axis its per-channel scales run along.
 
     A 1-D bias may be a multiple of the channel count (ConvTranspose with groups). Other
     biases, such as a [1] or [M, 1] Gemm bias, are broadcast so their last axis has one
-    entry per channel.
+    entry per channel. Returns None when the weight's channels are not the bias's (a
+    per-channel axis moved by QDQOpTypePerChannelSupportToAxis).
     """
     if weight.axis is None:
         return data, None
@@ -34,7 +35,10 @@ def _fit_bias(data: np.ndarray, weight: QuantParams) -> tuple[np.ndarray, int | 
         return data, 0
     if data.ndim >= 1 and data.shape[-1] == channels:
         return data, data.ndim - 1
-    shape = np.broadcast_shapes(data.shape, (channels,))
+    try:
+        shape = np.broadcast_shapes(data.shape, (channels,))
+    except ValueError:
+        return None
     return np.broadcast_to(data, shape).copy(), len(shape) - 1
 
 
@@ -55,7 +59,13 @@ def refine_bias(plan: Plan, bias_type: DataType) -> Plan:
     for link in plan.selection.bias_links:
         activation = params[link.activation_key]
         weight = params[link.weight_key]
-        data, axis = _fit_bias(constants[link.bias_key], weight)
+        fitted = _fit_bias(constants[link.bias_key], weight)
+        if fitted is None:
+            params[link.bias_key] = _per_tensor_bias(
+                constants[link.bias_key], activation, weight, bias_type
+            )
+            continue
+        data, axis = fitted
         constants[link.bias_key] = data
 
         length = data.shape[axis] if axis is not None else 1
@@ -97,6 +107,8 @@ def refine_bias(plan: Plan, bias_type: DataType) -> Plan:
             weight = params[link.weight_key]
             activation = params[link.activation_key]
             bias = params[link.bias_key]
+            if bias.axis is None and weight.axis is not None:
+                continue
             length = bias.scale.size
             scale = (
                 float(activation.scale.reshape(-1)[0]) * _channel_scales(weight, length)
@@ -105,6 +117,21 @@ def refine_bias(plan: Plan, bias_type: DataType) -> Plan:
                 bias_type, scale.reshape(bias.scale.shape), bias.zero_point, bias.axis
             )
     return plan.with_params(params).with_constants(constants)
+
+
+def _per_tensor_bias(
+    data: np.ndarray, activation: QuantParams, weight: QuantParams, bias_type: DataType
+) -> QuantParams:
+    """One bias scale when the weight's channels do not line up with the bias.
+
+    Integer kernels cannot use such a bias directly, but the dequantized value stays
+    accurate: the scale is input scale x largest weight scale, raised if the bias would
+    overflow.
+    """
+    scale = float(activation.scale.reshape(-1)[0]) * float(weight.scale.max())
+    peak = float(np.max(np.abs(data))) if data.size else 0.0
+    scale = max(scale, peak / float(bias_type.qmax))
+    return QuantParams(bias_type, np.asarray(scale, np.float32), np.zeros((), np.int64), None)
 
 
 def _rescaled(weight: QuantParams, scale: np.ndarray) -> QuantParams:

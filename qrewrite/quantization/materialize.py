@@ -3,7 +3,7 @@
 Activations get a QuantizeLinear/DequantizeLinear pair right after their producer (or at
 the start of the graph for graph inputs). Constants (weights, biases and constant inputs)
 are stored as integer initializers followed by a DequantizeLinear, unless
-AddQDQPairToWeight keeps them float with a pair. Each planned node input is rewired to
+AddQDQPairToWeight keeps weights float with a pair. Each planned node input is rewired to
 its target's dequantized value; every other consumer of a quantized producer output
 reads the dequantized value too, so onnxruntime can fuse the producer into an integer
 kernel. A quantized graph output keeps its name on the dequantized value.
@@ -21,7 +21,7 @@ from qrewrite.model.graph_utils import main_graph_uses, values_by_name
 from qrewrite.model.names import NameAllocator
 from qrewrite.quantization.plan import Plan
 from qrewrite.quantization.qparams import QuantParams, quantize
-from qrewrite.quantization.selection import Target
+from qrewrite.quantization.selection import Role, Target
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,8 @@ class _Writer:
     def write_target(self, target: Target) -> None:
         params = self.plan.params[target.key]
         source = self.values[target.tensor]
-        if target.constant and not self.qdq_pair_for_constants:
+        pair = self.qdq_pair_for_constants and target.role is Role.WEIGHT
+        if target.constant and not pair:
             data = self.plan.constants[target.key]
             stored = self._initializer(f"{target.tensor}_quantized", quantize(data, params))
             nodes, dequantized = self._qdq_nodes(

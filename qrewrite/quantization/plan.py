@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from qrewrite.model.graph_utils import constant_array, values_by_name
 from qrewrite.quantization.qparams import QuantParams, channel_range, params_from_range
-from qrewrite.quantization.selection import Role, Selection, Target
+from qrewrite.quantization.selection import Role, Selection, Target, share_groups
 
 logger = logging.getLogger(__name__)
 
@@ -50,27 +50,6 @@ class Plan:
         return attrs.evolve(self, constants={**self.constants, **updates})
 
 
-def _groups(selection: Selection) -> list[list[str]]:
-    parent = {key: key for key in selection.targets}
-
-    def find(key: str) -> str:
-        while parent[key] != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
-
-    for group in selection.share_groups:
-        for other in group[1:]:
-            root_a, root_b = find(group[0]), find(other)
-            if root_a != root_b:
-                parent[root_b] = root_a
-
-    members: dict[str, list[str]] = {}
-    for key in selection.targets:
-        members.setdefault(find(key), []).append(key)
-    return list(members.values())
-
-
 def _activation_params(
     members: list[Target], ranges: Mapping[str, RangeLike], constants: Mapping[str, np.ndarray]
 ) -> QuantParams:
@@ -83,6 +62,10 @@ def _activation_params(
         elif target.tensor in ranges:
             lows.append(float(ranges[target.tensor].min))
             highs.append(float(ranges[target.tensor].max))
+        elif target.key in constants:
+            low, high = channel_range(constants[target.key], None)
+            lows.append(float(low))
+            highs.append(float(high))
         else:
             logger.warning("no calibrated range for tensor %r; using [0, 0]", target.tensor)
     spec = members[0].spec
@@ -102,15 +85,18 @@ def make_plan(selection: Selection, graph: ir.Graph, ranges: Mapping[str, RangeL
     values = values_by_name(graph)
     constants: dict[str, np.ndarray] = {}
     for key, target in selection.targets.items():
+        value = values.get(target.tensor)
         if target.constant:
-            data = constant_array(values.get(target.tensor))
+            data = constant_array(value)
             if data is None:
                 raise ValueError(f"target {key!r} is marked constant but has no data")
             constants[key] = data
+        elif value is not None and value.const_value is not None:
+            # An initializer that is also a graph input: its default value gives the range.
+            constants[key] = value.const_value.numpy()
 
     params: dict[str, QuantParams] = {}
-    for members in _groups(selection):
-        ordered = sorted(members, key=list(selection.targets).index)
+    for ordered in share_groups(selection):
         head = selection.targets[ordered[0]]
         if head.role is Role.BIAS:
             continue

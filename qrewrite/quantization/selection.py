@@ -327,16 +327,52 @@ def select(graph: ir.Graph, config: QConfig) -> Selection:
     )
 
 
-def calibration_specs(selection: Selection) -> dict[str, QTensorConfig]:
-    """Tensor name -> spec, for every activation that is not a constant.
+def share_groups(selection: Selection) -> list[list[str]]:
+    """Targets that share parameters, each group ordered with its upstream target first.
 
-    When several targets quantize one tensor, the first one's spec decides its range.
+    The first target's spec decides the group's data type, symmetry and scale type.
     """
+    order = {key: index for index, key in enumerate(selection.targets)}
+    parent = {key: key for key in selection.targets}
+
+    def find(key: str) -> str:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for group in selection.share_groups:
+        for other in group[1:]:
+            root_a, root_b = find(group[0]), find(other)
+            if root_a != root_b:
+                parent[root_b] = root_a
+
+    members: dict[str, list[str]] = {}
+    for key in selection.targets:
+        members.setdefault(find(key), []).append(key)
+    return [sorted(group, key=order.__getitem__) for group in members.values()]
+
+
+def calibration_specs(selection: Selection, graph: ir.Graph) -> dict[str, QTensorConfig]:
+    """Tensor name -> the spec its range is computed for, for every calibrated activation.
+
+    Constants and initializers that are graph inputs get their range from their data
+    instead. A tensor in a share group is calibrated for the group's spec.
+    """
+    initializers = set(graph.initializers)
     specs: dict[str, QTensorConfig] = {}
-    for target in selection.targets.values():
-        if target.role is Role.ACTIVATION and not target.constant and target.spec is not None:
-            specs.setdefault(target.tensor, target.spec)
+    for group in share_groups(selection):
+        head = selection.targets[group[0]]
+        for key in group:
+            target = selection.targets[key]
+            if (
+                target.role is Role.ACTIVATION
+                and not target.constant
+                and target.tensor not in initializers
+                and head.spec is not None
+            ):
+                specs.setdefault(target.tensor, head.spec)
     return specs
 
 
-__all__ = ["OP_ROLES", "BiasLink", "Role", "Selection", "Target", "calibration_specs", "select"]
+__all__ = ["OP_ROLES", "BiasLink", "Role", "Selection", "Target", "calibration_specs", "select", "share_groups"]
