@@ -60,7 +60,10 @@ class _CopySharedInputs(RewriteRuleClassBase):
         for index in self._shared:
             original = inputs[index]
             name = unique_name(self._model, f"{original.name}_copy")
-            inputs[index] = op.initializer(original.const_value, name=name)
+            # A new tensor object: the original may wrap the caller's TensorProto, and
+            # serializing it under another name would rename the caller's initializer.
+            copy = ir.tensor(original.const_value.numpy(), name=name)
+            inputs[index] = op.initializer(copy, name=name)
         return op.op(node.op_type, *inputs, _domain=node.domain, **node.attributes)
 
 

@@ -75,9 +75,10 @@ class _DecomposedNormalization(RewriteRuleClassBase):
         )
         variance = op.ReduceMean(square, _allow_other_inputs=True, _outputs=["variance"])
         std = op.Sqrt(either(op, "Add", variance, epsilon))
-        last_swap = self._swap_root if self._tail == "none" else False
-        if self._reciprocal:
-            normalized = _binary(op, "Mul", deviation, op.Reciprocal(std), last_swap)
+        if self._reciprocal and self._tail == "none":
+            normalized = _binary(op, "Mul", deviation, op.Reciprocal(std), self._swap_root)
+        elif self._reciprocal:
+            normalized = either(op, "Mul", deviation, op.Reciprocal(std))
         else:
             normalized = op.Div(deviation, std)
         if self._tail == "none":
