@@ -50,8 +50,10 @@ def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
         dims: tuple[int | None, ...] | None = None
         if tensor_type.HasField("shape"):
+            # Some exporters (PaddlePaddle) write -1 for a dynamic axis.
             dims = tuple(
-                d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim
+                d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+                for d in tensor_type.shape.dim
             )
         specs.append(InputSpec(value.name, dtype, dims))
     return specs

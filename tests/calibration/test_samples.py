@@ -129,3 +129,9 @@ def test_random_shape_that_does_not_fit():
     config = options(UseRandomData=True, RandomDataReaderInputShape={"x": [3, 5]})
     with pytest.raises(CalibrationDataError, match="does not fit"):
         list(samples_from(None, relu_chain(), config))
+
+
+def test_negative_dim_is_dynamic():
+    model = relu_chain(shape=[-1, 4])
+    data = [{"x": np.ones((3, 4), np.float32)}]
+    assert len(list(samples_from(data, model, options()))) == 1
