@@ -466,6 +466,66 @@ def test_save_external_data_named_after_output(tmp_path: Path) -> None:
     )
 
 
+def test_save_data_file_mode_matches_model(tmp_path: Path) -> None:
+    output = tmp_path / "out.onnx"
+
+    save_model_atomic(make_model(), output, use_external_data=True, verify=accept)
+
+    model_mode = output.stat().st_mode & 0o777
+    data_mode = (tmp_path / "out.onnx.data").stat().st_mode & 0o777
+    assert data_mode == model_mode
+
+
+def test_save_external_ignores_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "out.onnx.data").write_bytes(b"unrelated file")
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(cwd)
+
+    save_model_atomic(make_model(), tmp_path / "out" / "out.onnx", use_external_data=True,
+                      verify=verify_model_file)
+
+    assert (tmp_path / "out" / "out.onnx.data").is_file()
+    assert (cwd / "out.onnx.data").read_bytes() == b"unrelated file"
+
+
+def test_save_external_typed_data_fields(tmp_path: Path) -> None:
+    weight = np.arange(np.prod(WEIGHT_SHAPE), dtype=np.float32).reshape(WEIGHT_SHAPE)
+    proto = make_model()
+    proto.graph.initializer[0].CopyFrom(
+        helper.make_tensor("W", TensorProto.FLOAT, WEIGHT_SHAPE, weight.flatten().tolist())
+    )
+    shape = np.arange(512, dtype=np.int64)
+    proto.graph.initializer.append(
+        helper.make_tensor("shape_values", TensorProto.INT64, [512], shape.tolist())
+    )
+    output = tmp_path / "out.onnx"
+
+    save_model_atomic(proto, output, use_external_data=True, verify=accept)
+
+    stored = onnx.load(output, load_external_data=False).graph.initializer
+    assert all(onnx.external_data_helper.uses_external_data(tensor) for tensor in stored)
+    loaded = load_model(output).proto.graph.initializer
+    np.testing.assert_array_equal(numpy_helper.to_array(loaded[0]), weight)
+    np.testing.assert_array_equal(numpy_helper.to_array(loaded[1]), shape)
+
+
+def test_save_external_keeps_small_tensors_inline(tmp_path: Path) -> None:
+    proto = make_model()
+    proto.graph.initializer.append(numpy_helper.from_array(np.ones(4, dtype=np.float32), "b"))
+    output = tmp_path / "out.onnx"
+
+    save_model_atomic(proto, output, use_external_data=True, verify=accept)
+
+    stored = {tensor.name: tensor for tensor in onnx.load(output, load_external_data=False)
+              .graph.initializer}
+    assert onnx.external_data_helper.uses_external_data(stored["W"])
+    assert not onnx.external_data_helper.uses_external_data(stored["b"])
+
+
 def test_save_does_not_modify_proto(tmp_path: Path) -> None:
     proto = make_model()
     before = proto.SerializeToString()

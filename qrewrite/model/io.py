@@ -20,6 +20,7 @@ import attrs
 import google.protobuf.message
 import onnx
 import onnx.external_data_helper
+import onnx.numpy_helper
 
 from qrewrite.errors import ModelInputError, OutputPathError
 
@@ -427,14 +428,50 @@ def _write_model(proto: onnx.ModelProto, path: Path, data_name: str | None) -> N
         path.write_bytes(proto.SerializeToString(deterministic=True))
         return
 
+    # onnx.external_data_helper.convert_model_to_external_data is not used because in
+    # onnx 1.23 it fails when a file named like the location exists in the working
+    # directory. Initializers are marked here, and onnx writes the marked ones.
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
-    onnx.external_data_helper.convert_model_to_external_data(
-        copy,
-        all_tensors_to_one_file=True,
-        location=data_name,
-        size_threshold=EXTERNAL_DATA_SIZE_THRESHOLD,
-        convert_attribute=False,
-    )
+    for tensor in _initializers(copy.graph):
+        _move_to_raw_data(tensor)
+        if len(tensor.raw_data) >= EXTERNAL_DATA_SIZE_THRESHOLD:
+            onnx.external_data_helper.set_external_data(tensor, data_name)
     onnx.external_data_helper.write_external_data_tensors(copy, os.fspath(path.parent))
     path.write_bytes(copy.SerializeToString(deterministic=True))
+
+    # onnx creates the data file with mode 0600. Give it the model file's mode, which
+    # follows the umask, so whoever can read the model can read its weights.
+    data_path = path.parent / data_name
+    if data_path.exists():
+        shutil.copymode(path, data_path)
+
+
+def _initializers(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Yield the initializers of `graph` and of its subgraphs at any depth."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                yield from _initializers(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _initializers(subgraph)
+
+
+# Typed TensorProto fields that numpy_helper can move into raw_data.
+_TYPED_DATA_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+
+
+def _move_to_raw_data(tensor: onnx.TensorProto) -> None:
+    """Move a tensor's values from a typed field such as float_data into raw_data.
+
+    Only raw_data can be written as external data.
+    """
+    if tensor.HasField("raw_data") or tensor.data_type == onnx.TensorProto.STRING:
+        return
+    if not any(len(getattr(tensor, field)) for field in _TYPED_DATA_FIELDS):
+        return
+    raw_data = onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(tensor)).raw_data
+    for field in _TYPED_DATA_FIELDS:
+        tensor.ClearField(field)
+    tensor.raw_data = raw_data
