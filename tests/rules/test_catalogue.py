@@ -1,0 +1,18 @@
+"""docs/rules.md must match the built-in rule registry."""
+
+from __future__ import annotations
+
+from qrewrite.rules import builtin_rules
+from qrewrite.rules.catalogue import CATALOGUE_PAGE, render_catalogue
+
+
+def test_rule_catalogue_is_current():
+    expected = render_catalogue(builtin_rules())
+    actual = CATALOGUE_PAGE.read_text() if CATALOGUE_PAGE.exists() else ""
+    assert actual == expected, "docs/rules.md is stale: run python -m qrewrite.rules.catalogue"
+
+
+def test_catalogue_lists_every_rule():
+    text = render_catalogue(builtin_rules())
+    for rule in builtin_rules():
+        assert f"`{rule.name}`" in text
