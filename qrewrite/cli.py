@@ -263,19 +263,20 @@ def apply_flags(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
 
 
 def _apply_spec_flags(merged: dict[str, Any], args: argparse.Namespace) -> None:
+    """Fill in `default_layer_config` when the file sets no global_config, then apply flags."""
     spec_flags = (
         args.activation_type, args.weight_type, args.symmetric, args.granularity,
         args.scale_type, args.calibration_method,
     )
-    if all(flag is None for flag in spec_flags):
-        return
-
     if "global_config" not in merged:
         default = default_layer_config()
         merged["global_config"] = {
             "activation": spec_to_mapping(default.activation),
             "weight": spec_to_mapping(default.weight),
         }
+    if all(flag is None for flag in spec_flags):
+        return
+
     layer = merged["global_config"]
     if not isinstance(layer, dict):
         raise UsageError("global_config in the config file must be a table to apply type flags")

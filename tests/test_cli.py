@@ -351,6 +351,18 @@ def test_no_flags_gives_default_config() -> None:
     assert build_config(parse()) == QConfig()
 
 
+def test_default_layer_config_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    default = QLayerConfig(
+        activation=UInt8Spec(), weight=Int8Spec(quant_granularity=QuantGranularity.Channel)
+    )
+    monkeypatch.setattr("qrewrite.cli.default_layer_config", lambda: default)
+
+    assert build_config(parse()).global_config == default
+    assert build_config(parse("--weight-type", "Int16")).global_config == QLayerConfig(
+        activation=UInt8Spec(), weight=Int16Spec(quant_granularity=QuantGranularity.Channel)
+    )
+
+
 def test_type_flags_override_defaults() -> None:
     config = build_config(parse("--activation-type", "UInt8", "--weight-type", "Int16"))
 

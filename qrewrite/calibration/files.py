@@ -155,8 +155,8 @@ def _npz_samples(path: Path) -> tuple[SampleLocation, ...]:
                 f"sample {ordered[0]} has {sorted(expected_names)} (missing {missing}, "
                 f"extra {extra}); every sample needs the same inputs"
             )
-        arrays = tuple(sorted(by_index[index].items()))
-        samples.append(SampleLocation(path, arrays))
+        keys_by_name = tuple(sorted(by_index[index].items()))
+        samples.append(SampleLocation(path, keys_by_name))
     return tuple(samples)
 
 
