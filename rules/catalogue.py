@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qrewrite.rewrite import RuleSet
 from qrewrite.rules import builtin_rules
+
+from qrewrite.rewrite import RuleSet
 
 CATALOGUE_PAGE = Path(__file__).resolve().parent.parent / "docs" / "rules.md"
 

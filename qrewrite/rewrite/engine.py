@@ -6,11 +6,14 @@ and Scan body, and of each model-local function, and tries the stage's rules in 
 at each node. Two bounds turn a rule that never stops matching into an error that names
 it, instead of a hang:
 
-- within one sweep, a rule may match at most twice as many times as the model has
-  nodes (plus a small constant), which catches a replacement that matches its own
-  pattern, because the rewriter visits new nodes later in the same sweep;
-- a stage may take at most `max_rounds` sweeps, which catches rules that undo each
+- Within one sweep, a rule may match at most twice as many times as the model has
+  nodes, plus a small constant. The rewriter visits new nodes later in the same sweep,
+  so this catches a replacement that matches its own pattern.
+- A stage may take at most `max_rounds` sweeps, which catches rules that undo each
   other.
+
+NOTE: onnxscript 0.7.2 tries every rule at every node, even when the root op type
+differs, so the cost of a sweep grows with nodes x pattern variants.
 """
 
 from __future__ import annotations

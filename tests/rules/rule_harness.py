@@ -42,10 +42,13 @@ def build_model(
 
     Names in `input_initializers` are initializers that are also graph inputs.
     """
-    graph_inputs = [helper.make_tensor_value_info(name, FLOAT, shape) for name, shape in inputs.items()]
+    graph_inputs = [
+        helper.make_tensor_value_info(name, FLOAT, shape) for name, shape in inputs.items()
+    ]
     for tensor in initializers:
         if tensor.name in input_initializers:
-            graph_inputs.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+            info = helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
+            graph_inputs.append(info)
     graph = helper.make_graph(
         list(nodes),
         "rule_test",

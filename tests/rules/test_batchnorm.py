@@ -150,7 +150,8 @@ def test_fold_skips_weight_graph_input():
 
 
 def test_fold_skips_conv_fan_out():
-    model = _conv_bn_model(extra_nodes=[helper.make_node("Relu", ["c"], ["r"])], extra_outputs=["r"])
+    relu = helper.make_node("Relu", ["c"], ["r"])
+    model = _conv_bn_model(extra_nodes=[relu], extra_outputs=["r"])
     assert apply_rules(model, FOLD).matches("FoldBatchNorm") == 0
 
 

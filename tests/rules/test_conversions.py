@@ -55,7 +55,8 @@ def large_pool_models(draw):
     limit = draw(st.sampled_from([2, 3, 4]))
     # Every size is a product of factors up to the limit, so an exact split exists.
     factor_lists = st.lists(st.integers(1, limit), min_size=1, max_size=3)
-    spatial = [int(np.prod(factors)) for factors in draw(st.lists(factor_lists, min_size=1, max_size=2))]
+    factors_per_axis = draw(st.lists(factor_lists, min_size=1, max_size=2))
+    spatial = [int(np.prod(factors)) for factors in factors_per_axis]
     if all(size <= limit for size in spatial):
         spatial[0] *= limit * 2
     shape = [1, 2, *spatial]

@@ -19,7 +19,8 @@ def _maybe_swap(draw, a: str, b: str) -> list[str]:
 def _reduce(op_type: str, source: str, output: str, axes, opset: int, axes_input_opset: int):
     if opset >= axes_input_opset:
         name = f"{output}_axes"
-        return [helper.make_node(op_type, [source, name], [output])], [constant(name, axes, np.int64)]
+        node = helper.make_node(op_type, [source, name], [output])
+        return [node], [constant(name, axes, np.int64)]
     return [helper.make_node(op_type, [source], [output], axes=list(axes))], []
 
 
@@ -167,7 +168,8 @@ def l2_norm_models(draw):
 @given(l2_norm_models())
 def test_l2_norm_property(model):
     # Inputs in [-3, 3] over at least 2 elements keep every norm far above epsilon.
-    result = assert_rewrite(model, RuleSet.of(FUSE_L2_NORM), {"FuseL2Norm": 1}, FUSE_L2_NORM.contract)
+    rules = RuleSet.of(FUSE_L2_NORM)
+    result = assert_rewrite(model, rules, {"FuseL2Norm": 1}, FUSE_L2_NORM.contract)
     assert op_types(result.model) == ["LpNormalization"]
 
 
