@@ -338,6 +338,21 @@ def test_load_rejects_missing_data_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("forbid_external_reads")
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [("w\0.bin", "NUL character"), (".", "is a folder"), ("sub", "is a folder")],
+)
+def test_load_rejects_odd_locations(tmp_path: Path, location: str, message: str) -> None:
+    (tmp_path / "sub").mkdir()
+    proto = make_model()
+    point_to_external(proto.graph.initializer[0], location)
+    path = write_model_file(proto, tmp_path / "model.onnx")
+
+    with pytest.raises(ModelInputError, match=message):
+        load_model(path)
+
+
+@pytest.mark.usefixtures("forbid_external_reads")
 def test_load_rejects_short_data_file(tmp_path: Path) -> None:
     (tmp_path / "w.bin").write_bytes(b"\0" * 10)
     proto = make_model()

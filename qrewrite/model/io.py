@@ -234,12 +234,22 @@ def check_external_data(
                 f"{where} has the absolute external data location {location!r}; external data "
                 "must be a relative path inside the model's folder"
             )
+        if "\0" in location:
+            raise ModelInputError(
+                f"{where} has an external data location with a NUL character; re-export "
+                "the model"
+            )
 
         real_location = os.path.realpath(os.path.join(real_folder, location))
         if os.path.commonpath([real_folder, real_location]) != real_folder:
             raise ModelInputError(
                 f"{where} has external data location {location!r}, which resolves outside the "
                 f"model's folder {folder}; move the data file next to the model"
+            )
+        if os.path.isdir(real_location):
+            raise ModelInputError(
+                f"{where} has external data location {location!r}, which is a folder; "
+                "re-export the model"
             )
         if not os.path.isfile(real_location):
             raise ModelInputError(
