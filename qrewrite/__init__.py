@@ -31,6 +31,7 @@ from qrewrite.errors import (
     ConfigError,
     ModelInputError,
     NotBuiltError,
+    OutputPathError,
     QrewriteError,
 )
 from qrewrite.quantizer import ModelQuantizer
@@ -57,6 +58,7 @@ __all__ = [
     "ModelInputError",
     "ModelQuantizer",
     "NotBuiltError",
+    "OutputPathError",
     "QConfig",
     "QLayerConfig",
     "QTensorConfig",

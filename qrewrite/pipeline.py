@@ -22,7 +22,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from qrewrite.config import CalibMethod, DataType, QConfig, QTensorConfig, ScaleType
-from qrewrite.errors import ConfigError
+from qrewrite.errors import ConfigError, ModelInputError
 from qrewrite.model.io import check_output_path, load_model, save_model_atomic
 from qrewrite.model.names import name_unnamed_nodes
 from qrewrite.model.opset import convert_opset, target_opset
@@ -111,6 +111,23 @@ def apply_float_rules(state: State) -> State:
     return attrs.evolve(state, proto=result.model)
 
 
+_QUANTIZED_OP_TYPES = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+     "MatMulInteger", "ConvInteger", "MatMulNBits"}
+)
+
+
+def reject_quantized_input(state: State) -> State:
+    """Raise ModelInputError for a model that already contains quantization ops."""
+    found = sorted({node.op_type for node in state.proto.graph.node} & _QUANTIZED_OP_TYPES)
+    if found:
+        raise ModelInputError(
+            f"the model is already quantized (it contains {', '.join(found)}); "
+            "quantize the float model instead"
+        )
+    return state
+
+
 def prepare(state: State) -> State:
     """Move to onnx_ir, name every node and infer shapes and types."""
     model = ir.from_proto(state.proto).clone()
@@ -183,7 +200,7 @@ def write_qdq(state: State) -> State:
 def build_stages(config: QConfig) -> list[Stage]:
     """The stage list for `config`, in order."""
     options = config.options
-    stages: list[Stage] = []
+    stages: list[Stage] = [Stage("reject quantized input", reject_quantized_input)]
     if options.RemoveInputInit:
         stages.append(Stage("remove input initializers", remove_input_initializers))
     if options.SimplifyModel:

@@ -24,6 +24,7 @@ from qrewrite import (
     CalibrationDataError,
     ConfigError,
     Int4Spec,
+    ModelInputError,
     Int8Spec,
     Int16Spec,
     ModelQuantizer,
@@ -339,3 +340,9 @@ def test_moving_average_changes_activation_scale() -> None:
     plain_scale = dq_params(plain, dq_feeding(plain, "conv", 0))[0]
     averaged_scale = dq_params(averaged, dq_feeding(averaged, "conv", 0))[0]
     assert averaged_scale < plain_scale
+
+
+def test_already_quantized_model_rejected() -> None:
+    quantized = quantize(conv_gemm_model())
+    with pytest.raises(ModelInputError, match="already quantized"):
+        quantize(quantized)
