@@ -115,7 +115,11 @@ def _exponent_floor(low: float, high: float) -> int:
 
 
 def bin_index(value: float, exponent: int) -> int:
-    """Return floor(value / 2**exponent), computed in float32 as the calibration graph does."""
+    """Return floor(value / 2**exponent), computed in float32 as the calibration graph does.
+
+    NOTE: a subnormal value whose quotient underflows counts as zero, so a value of about
+    -1e-45 can land in bin 0 instead of bin -1.
+    """
     scaled = np.float32(value) * np.float32(2.0**-exponent)
     return int(np.floor(scaled))
 

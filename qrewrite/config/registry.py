@@ -224,13 +224,13 @@ _CALIBRATION = [
          group="calibration", built=False),
     _opt("CalibWorkerNum", t.POSITIVE_INT, 1,
          "Number of worker processes that share the calibration samples.",
-         group="calibration", built=False),
+         group="calibration", built=True),
     _opt("TensorsRangeFile", t.optional(t.STR), None,
          "JSON file of tensor ranges: loaded when it exists, otherwise written after "
-         "calibration.", group="calibration", built=False),
+         "calibration.", group="calibration", built=True),
     _opt("SaveTensorHistFig", t.BOOL, False,
          "Save a PNG histogram per tensor with its chosen range, next to the output model.",
-         group="calibration", built=False),
+         group="calibration", built=True),
 ]
 
 _NPU = [
