@@ -1,6 +1,6 @@
 """Built-in rule packs, installed as `qrewrite.rules`.
 
-Each module holds one family of rules. `builtin_rules()` returns every built-in rule in
+Each module contains one family of rules. `builtin_rules()` returns every built-in rule in
 application order, with default parameters, and docs/rules.md is generated from it.
 `float_graph_rules(options)` selects the rules that a set of extra options turns on.
 """
@@ -40,7 +40,7 @@ def _stages(
     conversions: tuple[Any, ...],
     split_pool: tuple[Any, ...],
 ) -> RuleSet:
-    # Copies come first because BatchNorm folding then never sees a shared weight.
+    # Copies come first, so BatchNorm folding never meets a shared weight.
     # SplitLargeKernelPool runs last, after ReduceMean has become GlobalAveragePool.
     return RuleSet([copies, fusions, fold, to_conv, conversions, split_pool])
 

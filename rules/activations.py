@@ -32,7 +32,7 @@ _SQRT_2 = math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _TANH_CUBIC = 0.044715
 
-# How the outer products combine x, 0.5 and the shifted term s = 1 + erf(...).
+# Spellings of the outer products of x, 0.5 and the shifted term s = 1 + erf(...).
 _SPELLINGS = ("half_x_times_s", "x_times_s_times_half", "x_times_s_half")
 
 
@@ -44,7 +44,7 @@ class _GeluPattern(RewriteRuleClassBase):
         self._form, self._spelling, self._swap_root = form, spelling, swap_root
 
     def _shifted(self, op, x):
-        """The term s: 1 + erf(x / sqrt(2)) or 1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))."""
+        """Build the term s: 1 + erf(x / sqrt(2)) or 1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))."""
         if self._form == "erf":
             argument = orp.OrValue(
                 [op.Div(x, orp.Var("sqrt_two")), op.Mul(orp.Var("arg_a"), orp.Var("arg_b"))],

@@ -44,8 +44,8 @@ _REDUCE_MEAN_AXES_INPUT_OPSET = 18
 _REDUCE_SUM_AXES_INPUT_OPSET = 13
 _REDUCE_L2_AXES_INPUT_OPSET = 18
 
-# Epsilons above this are not a numerical guard but part of the model's math; the
-# L2 fusion would then change results for ordinary inputs, so it does not fire.
+# An epsilon above this is part of the model's math rather than a numerical guard.
+# The L2 fusion would then change results for ordinary inputs, so it does not fire.
 _MAX_L2_EPSILON = 1e-3
 
 

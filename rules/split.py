@@ -2,11 +2,11 @@
 
 `Split(x)` along `axis` into n parts becomes n `Slice` nodes with constant starts, ends
 and axes. The part sizes come from the `split` attribute (before opset 13), the `split`
-input (opset 13 on), or, when neither is given, from the static size of the axis: equal
-parts before opset 18, and `num_outputs` parts of ceil(size / n) with a smaller last
-part from opset 18 on. Slice takes starts and ends as inputs from opset 10 on, so the
-rule needs opset 10. A pattern has a fixed number of outputs, so there is one pattern
-per output count from 2 to `MAX_SPLIT_OUTPUTS`.
+input (opset 13 on), or from the static size of the axis when neither is given. That
+gives equal parts before opset 18, and from opset 18 on `num_outputs` parts of
+ceil(size / n) with a smaller last part. Slice takes starts and ends as inputs from
+opset 10 on, so the rule needs opset 10. A pattern has a fixed number of outputs, so
+there is one pattern per output count from 2 to `MAX_SPLIT_OUTPUTS`.
 """
 
 from __future__ import annotations

@@ -9,11 +9,12 @@ it, instead of a hang:
 - Within one sweep, a rule may match at most twice as many times as the model has
   nodes, plus a small constant. The rewriter visits new nodes later in the same sweep,
   so this catches a replacement that matches its own pattern.
-- A stage may take at most `max_rounds` sweeps, which catches rules that undo each
-  other.
+- A stage may change the model in at most `max_rounds` sweeps, which catches rules
+  that undo each other across sweeps.
 
-NOTE: onnxscript 0.7.2 tries every rule at every node, even when the root op type
-differs, so the cost of a sweep grows with nodes x pattern variants.
+Each pattern variant first compares its root op type with the node's, so a sweep costs
+about one op type comparison per node and variant plus the full matcher where the root
+op type matches.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from qrewrite.rewrite._onnxscript import (
     MatchingTracer,
     MatchResult,
     MatchStatus,
-    RewriteRule,
     RewriteRuleClassBase,
     RewriteRuleSet,
+    RootFilteredRule,
+    commuted_variants,
 )
 from qrewrite.rewrite.helpers import forget_names
 from qrewrite.rewrite.rule import Rule, RuleSet
@@ -56,7 +58,7 @@ class RuleDidNotConvergeError(RuntimeError):
 
 @attrs.frozen
 class RuleReport:
-    """What one rule did: its number of matches, their root nodes, and why it did not match.
+    """Outcome of one rule: its number of matches, their root nodes, and why it did not match.
 
     `nodes` names the root node of each match (the node whose output the replacement
     takes over), in the order of the matches. `reasons` is filled only when the caller
@@ -156,11 +158,11 @@ def _rewritten(
     return outputs
 
 
-def _compile(rule: Rule, recorder: _Recorder) -> list[RewriteRule]:
+def _compile(rule: Rule, recorder: _Recorder) -> list[RootFilteredRule]:
     """Build the onnxscript rules of `rule`, with the opset guard and match recording."""
     compiled = []
     for pattern in rule.patterns:
-        onnxscript_rule = RewriteRule(
+        onnxscript_rule = RootFilteredRule(
             pattern.pattern,
             functools.partial(_rewritten, rule, pattern, recorder),
             functools.partial(_checked, rule, pattern, recorder),
@@ -170,7 +172,7 @@ def _compile(rule: Rule, recorder: _Recorder) -> list[RewriteRule]:
             graph_post_visitor=pattern.cleanup,
         )
         if rule.commute:
-            compiled.extend(onnxscript_rule.commute())
+            compiled.extend(commuted_variants(onnxscript_rule))
         else:
             compiled.append(onnxscript_rule)
     return compiled
@@ -252,7 +254,8 @@ def apply_rules(
 
     for stage in rules.stages:
         rule_set = RewriteRuleSet([r for rule in stage for r in _compile(rule, recorder)])
-        for _ in range(max_rounds):
+        # One sweep more than max_rounds: the last one confirms that nothing matches.
+        for _ in range(max_rounds + 1):
             if shapes_stale:
                 _infer_shapes(work)
                 shapes_stale = False

@@ -19,7 +19,7 @@ from qrewrite.rewrite._onnxscript import RewriteRuleClassBase
 
 @attrs.frozen
 class Contract:
-    """How close the outputs of a rewritten model are to those of the original.
+    """Numeric agreement between the outputs of a rewritten model and of the original.
 
     `exact` rewrites change results only by float rounding, because they reorder or
     fuse arithmetic. `bounded` rewrites stay within `atol + rtol * |reference|`
