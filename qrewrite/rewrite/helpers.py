@@ -169,6 +169,7 @@ class _NameAllocator:
 
     def __init__(self, model: ir.Model) -> None:
         self.used: set[str] = set()
+        self.next_suffix: dict[str, int] = {}
         for graph in _all_graphs(model):
             self.used.update(graph.initializers)
             self.used.update(value.name for value in graph.inputs if value.name)
@@ -178,10 +179,14 @@ class _NameAllocator:
                 self.used.update(value.name for value in node.outputs if value.name)
 
     def allocate(self, base: str) -> str:
-        name, suffix = base, 1
+        # Resume from the last suffix handed out for this base, so that allocating the
+        # same base n times costs O(n) in total, not O(n^2).
+        suffix = self.next_suffix.get(base, 0)
+        name = base if suffix == 0 else f"{base}_{suffix}"
         while name in self.used:
-            name = f"{base}_{suffix}"
             suffix += 1
+            name = f"{base}_{suffix}"
+        self.next_suffix[base] = suffix + 1
         self.used.add(name)
         return name
 

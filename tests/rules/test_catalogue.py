@@ -16,3 +16,9 @@ def test_catalogue_lists_every_rule():
     text = render_catalogue(builtin_rules())
     for rule in builtin_rules():
         assert f"`{rule.name}`" in text
+
+
+def test_catalogue_example_runs():
+    text = render_catalogue(builtin_rules())
+    example = text.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(example, "docs/rules.md", "exec"), {})
