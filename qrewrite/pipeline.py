@@ -112,8 +112,16 @@ def apply_float_rules(state: State) -> State:
 
 
 _QUANTIZED_OP_TYPES = frozenset(
-    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-     "MatMulInteger", "ConvInteger", "MatMulNBits"}
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "MatMulInteger",
+        "ConvInteger",
+        "MatMulNBits",
+    }
 )
 
 
@@ -242,7 +250,9 @@ def quantize(
             check_output_path(model_output, loaded)
 
         size_before = loaded.proto.ByteSize()
-        state = run_stages(build_stages(config), State(config=config, proto=loaded.proto, reader=reader))
+        state = run_stages(
+            build_stages(config), State(config=config, proto=loaded.proto, reader=reader)
+        )
         assert state.model is not None and state.plan is not None
         proto = ir.to_proto(state.model)
 

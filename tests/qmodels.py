@@ -71,10 +71,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / denominator)
 
 
-def min_cosine(float_model: onnx.ModelProto, quantized: onnx.ModelProto, feeds: list[dict]) -> float:
+def min_cosine(
+    float_model: onnx.ModelProto, quantized: onnx.ModelProto, feeds: list[dict]
+) -> float:
     worst = 1.0
     for feed in feeds:
-        for expected, actual in zip(run(float_model, feed), run(quantized, feed)):
+        for expected, actual in zip(run(float_model, feed), run(quantized, feed), strict=False):
             worst = min(worst, cosine(expected, actual))
     return worst
 
@@ -98,7 +100,9 @@ def initializer(model: onnx.ModelProto, name: str) -> np.ndarray:
     raise KeyError(name)
 
 
-def dq_params(model: onnx.ModelProto, dq: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray, int | None]:
+def dq_params(
+    model: onnx.ModelProto, dq: onnx.NodeProto
+) -> tuple[np.ndarray, np.ndarray, int | None]:
     """Scale, zero point and axis of a DequantizeLinear node whose params are initializers."""
     axis = next((a.i for a in dq.attribute if a.name == "axis"), None)
     return initializer(model, dq.input[1]), initializer(model, dq.input[2]), axis

@@ -11,7 +11,6 @@ from qrewrite import (
     CalibMethod,
     ConfigError,
     Int8Spec,
-    NotBuiltError,
     QConfig,
     QLayerConfig,
     QuantGranularity,
@@ -22,14 +21,30 @@ from qrewrite.config import OPTIONS, DataType
 from qrewrite.config.docs import render
 
 SPEC_NAMES = [
-    "Int8Spec", "UInt8Spec", "XInt8Spec", "Int16Spec", "UInt16Spec", "Int32Spec", "UInt32Spec",
-    "BFloat16Spec", "BFP16Spec", "Int4Spec", "UInt4Spec",
+    "Int8Spec",
+    "UInt8Spec",
+    "XInt8Spec",
+    "Int16Spec",
+    "UInt16Spec",
+    "Int32Spec",
+    "UInt32Spec",
+    "BFloat16Spec",
+    "BFP16Spec",
+    "Int4Spec",
+    "UInt4Spec",
 ]
 
 
 def test_public_names_importable() -> None:
-    for name in [*SPEC_NAMES, "ModelQuantizer", "QConfig", "QLayerConfig", "ScaleType",
-                 "CalibMethod", "QuantGranularity"]:
+    for name in [
+        *SPEC_NAMES,
+        "ModelQuantizer",
+        "QConfig",
+        "QLayerConfig",
+        "ScaleType",
+        "CalibMethod",
+        "QuantGranularity",
+    ]:
         assert hasattr(qrewrite, name), name
 
 

@@ -42,7 +42,12 @@ def test_extra_op_types_to_quantize_adds_ops() -> None:
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
         helper.make_node("Abs", ["c"], ["y"], name="abs"),
     ]
-    model = make_model(nodes, [("x", [1, 3, 4, 4])], ["y"], [tensor("w", RNG.normal(size=(2, 3, 1, 1)).astype(np.float32))])
+    model = make_model(
+        nodes,
+        [("x", [1, 3, 4, 4])],
+        ["y"],
+        [tensor("w", RNG.normal(size=(2, 3, 1, 1)).astype(np.float32))],
+    )
     feeds = samples({"x": [1, 3, 4, 4]}, 3)
     plain = quantize(model, feeds)
     extra = quantize(model, feeds, ExtraOpTypesToQuantize=["Abs"])
@@ -112,7 +117,12 @@ def test_dedicated_qdq_pair_per_consumer() -> None:
         helper.make_node("Relu", ["c"], ["a"], name="relu"),
         helper.make_node("Sigmoid", ["c"], ["b"], name="sigmoid"),
     ]
-    model = make_model(nodes, [("x", [1, 3, 4, 4])], ["a", "b"], [tensor("w", RNG.normal(size=(2, 3, 1, 1)).astype(np.float32))])
+    model = make_model(
+        nodes,
+        [("x", [1, 3, 4, 4])],
+        ["a", "b"],
+        [tensor("w", RNG.normal(size=(2, 3, 1, 1)).astype(np.float32))],
+    )
     feeds = samples({"x": [1, 3, 4, 4]}, 3)
     shared = quantize(model, feeds)
     dedicated = quantize(model, feeds, DedicatedQDQPair=True)
@@ -152,7 +162,12 @@ def test_force_quantize_no_input_check() -> None:
         helper.make_node("Transpose", ["x"], ["t"], perm=[0, 1, 3, 2], name="transpose"),
         helper.make_node("Conv", ["t", "w"], ["y"], name="conv"),
     ]
-    model = make_model(nodes, [("x", [1, 3, 4, 4])], ["y"], [tensor("w", RNG.normal(size=(2, 3, 1, 1)).astype(np.float32))])
+    model = make_model(
+        nodes,
+        [("x", [1, 3, 4, 4])],
+        ["y"],
+        [tensor("w", RNG.normal(size=(2, 3, 1, 1)).astype(np.float32))],
+    )
     feeds = samples({"x": [1, 3, 4, 4]}, 3)
     assert not input_is_dequantized(quantize(model, feeds), "transpose")
     assert input_is_dequantized(quantize(model, feeds, ForceQuantizeNoInputCheck=True), "transpose")
@@ -166,7 +181,9 @@ def test_per_channel_axis_override() -> None:
 
 def test_remove_input_init_and_simplify() -> None:
     model = conv_gemm_model()
-    model.graph.input.append(helper.make_tensor_value_info("cw", onnx.TensorProto.FLOAT, [8, 3, 3, 3]))
+    model.graph.input.append(
+        helper.make_tensor_value_info("cw", onnx.TensorProto.FLOAT, [8, 3, 3, 3])
+    )
     kept = quantize(model, RemoveInputInit=False, SimplifyModel=False)
     assert "cw" in [value.name for value in kept.graph.input]
     weight_dq = dq_feeding(kept, "conv", 1)
@@ -200,7 +217,9 @@ def test_print_summary_and_log_level(capsys, caplog) -> None:
     caplog.clear()
     ModelQuantizer(quiet).quantize_model(conv_gemm_model(), None, FEEDS)
     assert capsys.readouterr().out == ""
-    assert not [r for r in caplog.records if r.levelno < logging.ERROR and r.name.startswith("qrewrite")]
+    assert not [
+        r for r in caplog.records if r.levelno < logging.ERROR and r.name.startswith("qrewrite")
+    ]
 
 
 def test_crypto_mode_needs_proto_and_prints_nothing(tmp_path, capsys) -> None:
@@ -238,7 +257,10 @@ def test_external_data_format(tmp_path) -> None:
 
 def test_specs_on_layers() -> None:
     quantized = quantize(
-        conv_gemm_model(), activation=UInt8Spec(), weight=Int8Spec(), layer_type_config={"UInt16": ["Gemm"]}
+        conv_gemm_model(),
+        activation=UInt8Spec(),
+        weight=Int8Spec(),
+        layer_type_config={"UInt16": ["Gemm"]},
     )
     x_dq = dq_feeding(quantized, "gemm", 0)
     assert initializer(quantized, x_dq.input[2]).dtype == np.uint16

@@ -23,8 +23,7 @@ def test_rules_importable_from_current_install() -> None:
 def test_wheel_contains_and_imports_rules(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps",
-         "-w", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(wheels), str(ROOT)],
         check=True,
         capture_output=True,
     )
@@ -46,7 +45,10 @@ def test_wheel_contains_and_imports_rules(tmp_path: Path) -> None:
         "print(qrewrite.rules.__file__)"
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr

@@ -80,7 +80,9 @@ def test_symmetric_range_centred(bounds, data_type) -> None:
 @settings(max_examples=100, deadline=None)
 @given(bounds=ranges(), data_type=st.sampled_from(INTEGER_TYPES), symmetric=st.booleans())
 def test_power_of_two_covers_range(bounds, data_type, symmetric) -> None:
-    params = params_from_range(*bounds, data_type, symmetric=symmetric, scale_type=ScaleType.PowerOf2)
+    params = params_from_range(
+        *bounds, data_type, symmetric=symmetric, scale_type=ScaleType.PowerOf2
+    )
     exponent = np.log2(float(params.scale))
     assert exponent == np.round(exponent)
 
@@ -96,7 +98,11 @@ def test_zero_width_range_gets_unit_scale() -> None:
 
 def test_per_channel_shapes() -> None:
     params = params_from_range(
-        np.array([-1.0, -2.0, 0.0]), np.array([1.0, 3.0, 0.5]), DataType.Int8, symmetric=True, axis=0
+        np.array([-1.0, -2.0, 0.0]),
+        np.array([1.0, 3.0, 0.5]),
+        DataType.Int8,
+        symmetric=True,
+        axis=0,
     )
     assert params.scale.shape == (3,)
     weights = np.array([[1.0, -1.0], [3.0, -2.0], [0.5, 0.0]], np.float32)

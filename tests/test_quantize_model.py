@@ -24,9 +24,9 @@ from qrewrite import (
     CalibrationDataError,
     ConfigError,
     Int4Spec,
-    ModelInputError,
     Int8Spec,
     Int16Spec,
+    ModelInputError,
     ModelQuantizer,
     QConfig,
     QLayerConfig,
@@ -53,8 +53,12 @@ def conv_gemm_model(opset: int = 17) -> onnx.ModelProto:
         helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
         helper.make_node("Gemm", ["f", "gw", "gb"], ["y"], transB=1, name="gemm"),
     ]
-    inits = [tensor("cw", _w(8, 3, 3, 3)), tensor("cb", _w(8)), tensor("gw", _w(10, 128, scale=0.1)),
-             tensor("gb", _w(10))]
+    inits = [
+        tensor("cw", _w(8, 3, 3, 3)),
+        tensor("cb", _w(8)),
+        tensor("gw", _w(10, 128, scale=0.1)),
+        tensor("gb", _w(10)),
+    ]
     return make_model(nodes, [("x", ["N", 3, 8, 8])], ["y"], inits, opset=opset)
 
 
@@ -170,7 +174,9 @@ def test_bias_overflow_widens_weight_scale() -> None:
     weight = _w(4, 3, 1, 1, scale=1e-7)
     bias = np.array([1e4, -1e4, 5.0, 0.0], np.float32)
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")
-    model = make_model([node], [("x", [1, 3, 4, 4])], ["y"], [tensor("w", weight), tensor("b", bias)])
+    model = make_model(
+        [node], [("x", [1, 3, 4, 4])], ["y"], [tensor("w", weight), tensor("b", bias)]
+    )
     feeds = samples({"x": [1, 3, 4, 4]}, 4)
 
     quantized = quantize(model, feeds)
@@ -188,7 +194,9 @@ def test_bias_overflow_widens_weight_scale() -> None:
 def test_gemm_two_dimensional_bias() -> None:
     for bias_shape in [(1, 5), (3, 5), (1,)]:
         node = helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1, name="gemm")
-        model = make_model([node], [("x", [3, 4])], ["y"], [tensor("w", _w(5, 4)), tensor("b", _w(*bias_shape))])
+        model = make_model(
+            [node], [("x", [3, 4])], ["y"], [tensor("w", _w(5, 4)), tensor("b", _w(*bias_shape))]
+        )
         feeds = samples({"x": [3, 4]}, 4)
 
         quantized = quantize(model, feeds)
@@ -271,14 +279,19 @@ def test_new_names_unique_across_subgraphs() -> None:
         helper.make_node("ReduceSum", ["c"], ["s"], keepdims=0, name="sum"),
         helper.make_node("Greater", ["s", "zero"], ["cond"], name="greater"),
         helper.make_node(
-            "If", ["cond"], ["y"], name="if",
+            "If",
+            ["cond"],
+            ["y"],
+            name="if",
             then_branch=branch("then", "c_QuantizeLinear", "c_scale"),
             else_branch=branch("else", "c_DequantizeLinear_1", "c_zero_point"),
         ),
         helper.make_node("Relu", ["c"], ["c_dequantized"], name="c_DequantizeLinear"),
     ]
     model = make_model(
-        nodes, [("x", [1, 3, 4, 4])], ["y", "c_dequantized"],
+        nodes,
+        [("x", [1, 3, 4, 4])],
+        ["y", "c_dequantized"],
         [tensor("w", _w(2, 3, 1, 1)), tensor("zero", np.array(0, np.float32))],
     )
     quantized = quantize(model, samples({"x": [1, 3, 4, 4]}, 2), SimplifyModel=False)
@@ -310,9 +323,7 @@ def test_input_model_not_modified(tmp_path) -> None:
     file_before = source.read_bytes()
 
     quantize(model)
-    ModelQuantizer(QConfig(PrintSummary=False)).quantize_model(
-        source, tmp_path / "q.onnx", FEEDS
-    )
+    ModelQuantizer(QConfig(PrintSummary=False)).quantize_model(source, tmp_path / "q.onnx", FEEDS)
 
     assert model.SerializeToString() == before
     assert source.read_bytes() == file_before

@@ -55,7 +55,9 @@ class DataType(enum.Enum):
     @property
     def min_opset(self) -> int:
         """Lowest ONNX opset whose QuantizeLinear and DequantizeLinear accept the type."""
-        return 21 if self in (DataType.Int4, DataType.UInt4, DataType.Int16, DataType.UInt16) else 10
+        return (
+            21 if self in (DataType.Int4, DataType.UInt4, DataType.Int16, DataType.UInt16) else 10
+        )
 
 
 _BITS = {

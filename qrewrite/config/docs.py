@@ -18,20 +18,44 @@ _GROUP_TITLES = {
 }
 
 _PARAMETERS = [
-    ("global_config", "QLayerConfig", "QLayerConfig(activation=Int8Spec(), weight=Int8Spec())",
-     "Specs of activations and weights for every layer without an override."),
-    ("specific_layer_config", "dict of data type to list of node names", "None",
-     "Per-node data type, e.g. {Int16: ['/conv1/Conv']}; other spec settings follow "
-     "global_config."),
-    ("layer_type_config", "dict of data type or None to list of op types", "None",
-     "Per-op-type data type; the key None leaves those op types in float."),
-    ("exclude", "list of node names, regular expressions or (starts, ends)", "None",
-     "Nodes left in float. A (start names, end names) pair excludes every node on a path "
-     "from a start node to an end node."),
-    ("algo_config", "list of algorithm configs", "None",
-     "Weight algorithms such as CLEConfig or AdaRoundConfig. None is built yet."),
-    ("use_external_data_format", "bool", "False",
-     "Save weights in a separate `<output>.data` file. Models over 2 GiB always are."),
+    (
+        "global_config",
+        "QLayerConfig",
+        "QLayerConfig(activation=Int8Spec(), weight=Int8Spec())",
+        "Specs of activations and weights for every layer without an override.",
+    ),
+    (
+        "specific_layer_config",
+        "dict of data type to list of node names",
+        "None",
+        "Per-node data type, e.g. {Int16: ['/conv1/Conv']}; other spec settings follow "
+        "global_config.",
+    ),
+    (
+        "layer_type_config",
+        "dict of data type or None to list of op types",
+        "None",
+        "Per-op-type data type; the key None leaves those op types in float.",
+    ),
+    (
+        "exclude",
+        "list of node names, regular expressions or (starts, ends)",
+        "None",
+        "Nodes left in float. A (start names, end names) pair excludes every node on a path "
+        "from a start node to an end node.",
+    ),
+    (
+        "algo_config",
+        "list of algorithm configs",
+        "None",
+        "Weight algorithms such as CLEConfig or AdaRoundConfig. None is built yet.",
+    ),
+    (
+        "use_external_data_format",
+        "bool",
+        "False",
+        "Save weights in a separate `<output>.data` file. Models over 2 GiB always are.",
+    ),
 ]
 
 

@@ -60,14 +60,10 @@ class ExtraOptions:
         try:
             return self.values[name]
         except KeyError:
-            raise AttributeError(
-                f"no option {name!r}.{suggest_key(name, list(OPTIONS))}"
-            ) from None
+            raise AttributeError(f"no option {name!r}.{suggest_key(name, list(OPTIONS))}") from None
 
     def changed(self) -> dict[str, Any]:
         """Return the options whose value differs from the default."""
         return {
-            name: value
-            for name, value in self.values.items()
-            if value != OPTIONS[name].default
+            name: value for name, value in self.values.items() if value != OPTIONS[name].default
         }

@@ -115,7 +115,9 @@ def _float_list(value: Any) -> tuple[float, ...]:
 
 def _shape_dict(value: Any) -> FrozenDict:
     if not isinstance(value, Mapping):
-        raise OptionTypeError("expected a dict of input name to shape, like {'x': [1, 3, 224, 224]}")
+        raise OptionTypeError(
+            "expected a dict of input name to shape, like {'x': [1, 3, 224, 224]}"
+        )
     frozen = {}
     for name, shape in value.items():
         if not isinstance(name, str) or isinstance(shape, str) or not isinstance(shape, Sequence):

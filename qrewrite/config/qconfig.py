@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import attrs
 
@@ -17,7 +17,7 @@ from qrewrite.errors import ConfigError, NotBuiltError
 
 # An exclude entry is a node name, a regular expression, or a subgraph given as
 # (start node names, end node names).
-ExcludeEntry = Union[str, tuple[tuple[str, ...], tuple[str, ...]]]
+ExcludeEntry = str | tuple[tuple[str, ...], tuple[str, ...]]
 
 
 def parse_data_type(value: Any, where: str) -> DataType:
@@ -51,10 +51,7 @@ def _layer_map(value: Any, where: str, *, allow_none: bool) -> FrozenDict | None
         raise ConfigError(f"{where} must be a dict of data type to a list of names")
     converted: dict[DataType | None, tuple[str, ...]] = {}
     for key, names in value.items():
-        if key is None and allow_none:
-            data_type = None
-        else:
-            data_type = parse_data_type(key, where)
+        data_type = None if key is None and allow_none else parse_data_type(key, where)
         converted[data_type] = _names(names, f"{where}[{key!r}]")
     return FrozenDict.of(converted)
 

@@ -19,9 +19,9 @@ PER_CHANNEL_OPSET = 13
 
 def _specs(config: QConfig) -> list[QTensorConfig]:
     layers = [config.global_config]
-    for data_type in (config.specific_layer_config or {}):
+    for data_type in config.specific_layer_config or {}:
         layers.append(config.global_config.with_data_type(data_type))
-    for data_type in (config.layer_type_config or {}):
+    for data_type in config.layer_type_config or {}:
         if data_type is not None:
             layers.append(config.global_config.with_data_type(data_type))
     specs = []
@@ -36,7 +36,7 @@ def required_opset(config: QConfig) -> tuple[int, str]:
     for spec in _specs(config):
         if spec.data_type.min_opset > needed:
             needed, reason = spec.data_type.min_opset, f"{spec.data_type.value} Q/DQ"
-        if spec.quant_granularity is QuantGranularity.Channel and PER_CHANNEL_OPSET > needed:
+        if spec.quant_granularity is QuantGranularity.Channel and needed < PER_CHANNEL_OPSET:
             needed, reason = PER_CHANNEL_OPSET, "per-channel quantization"
     if config.options.Int16Bias and needed < 21:
         needed, reason = 21, "Int16Bias"

@@ -99,9 +99,7 @@ class _Writer:
         if target.constant and not pair:
             data = self.plan.constants[target.key]
             stored = self._initializer(f"{target.tensor}_quantized", quantize(data, params))
-            nodes, dequantized = self._qdq_nodes(
-                stored, target.tensor, params, with_quantize=False
-            )
+            nodes, dequantized = self._qdq_nodes(stored, target.tensor, params, with_quantize=False)
             dequantized.shape = ir.Shape(data.shape)
             self._place(nodes, None)
         elif target.constant:
@@ -112,9 +110,7 @@ class _Writer:
             )
             self._place(nodes, None)
         else:
-            nodes, dequantized = self._qdq_nodes(
-                source, target.tensor, params, with_quantize=True
-            )
+            nodes, dequantized = self._qdq_nodes(source, target.tensor, params, with_quantize=True)
             self._place(nodes, source.producer() if source.producer() is not None else None)
         self.dequantized[target.key] = dequantized
 

@@ -113,9 +113,7 @@ def make_plan(selection: Selection, graph: ir.Graph, ranges: Mapping[str, RangeL
                 axis=head.axis,
             )
             continue
-        shared = _activation_params(
-            [selection.targets[key] for key in ordered], ranges, constants
-        )
+        shared = _activation_params([selection.targets[key] for key in ordered], ranges, constants)
         for key in ordered:
             params[key] = shared
     return Plan(selection=selection, params=params, constants=constants)

@@ -16,11 +16,11 @@ import onnx_ir as ir
 
 from qrewrite.config import QConfig, QTensorConfig
 from qrewrite.config.enums import QuantGranularity
-from qrewrite.model.graph_utils import constant_array, is_float, main_graph_uses
+from qrewrite.model.graph_utils import constant_array, is_float
 from qrewrite.quantization.node_config import node_layer_configs
 from qrewrite.quantization.ops import (
-    FLOAT_ONLY_CONSUMERS,
     FLOAT_INPUTS_WITH_4BIT,
+    FLOAT_ONLY_CONSUMERS,
     FLOAT_OUTPUTS_WITH_4BIT,
     OP_ROLES,
     OpRole,
@@ -169,7 +169,9 @@ class _Selector:
         constant = constant_array(value) is not None
         return self._add(Target(key, name, Role.ACTIVATION, spec, None, constant))
 
-    def _weight_axis(self, node: ir.Node, rule: object, rank: int, spec: QTensorConfig) -> int | None:
+    def _weight_axis(
+        self, node: ir.Node, rule: object, rank: int, spec: QTensorConfig
+    ) -> int | None:
         if spec.quant_granularity is not QuantGranularity.Channel or rank < 1:
             return None
         overrides = self.options.QDQOpTypePerChannelSupportToAxis
@@ -193,16 +195,25 @@ class _Selector:
     def _node_selected(self, node: ir.Node, role: OpRole) -> bool:
         if self.allowed_types is not None and node.op_type not in self.allowed_types:
             return False
-        if node.op_type == "MatMul" and self.options.MatMulConstBOnly:
-            if constant_array(node.inputs[1] if len(node.inputs) > 1 else None) is None:
-                return False
+        b_input = node.inputs[1] if len(node.inputs) > 1 else None
+        if (
+            node.op_type == "MatMul"
+            and self.options.MatMulConstBOnly
+            and constant_array(b_input) is None
+        ):
+            return False
         if role.shares_input_params and not self.options.ForceQuantizeNoInputCheck:
             data = node.inputs[0] if node.inputs else None
             return data is not None and (data.name or "") in self.output_targets
         return True
 
-    def visit(self, node: ir.Node, layer_activation: QTensorConfig | None,
-              layer_weight: QTensorConfig | None, role: OpRole) -> None:
+    def visit(
+        self,
+        node: ir.Node,
+        layer_activation: QTensorConfig | None,
+        layer_weight: QTensorConfig | None,
+        role: OpRole,
+    ) -> None:
         dedicated = self.options.DedicatedQDQPair
         activation = None if self.options.WeightsOnly else layer_activation
         weight_positions = {index: rule for index, rule in role.weight_inputs}
@@ -248,8 +259,14 @@ class _Selector:
         if touched:
             self.quantized.append(node.name or "")
 
-    def _visit_bias(self, node: ir.Node, role: OpRole, input_keys: dict[int, str],
-                    weight_keys: dict[int, str], layer_weight: QTensorConfig | None) -> None:
+    def _visit_bias(
+        self,
+        node: ir.Node,
+        role: OpRole,
+        input_keys: dict[int, str],
+        weight_keys: dict[int, str],
+        layer_weight: QTensorConfig | None,
+    ) -> None:
         index = role.bias_input
         if index is None or index >= len(node.inputs) or not self.options.QuantizeBias:
             return
@@ -275,8 +292,9 @@ class _Selector:
             key = self._weight_key(bias, layer_weight, axis)
         self.input_uses[use] = key
 
-    def _visit_outputs(self, node: ir.Node, role: OpRole,
-                       activation: QTensorConfig | None) -> list[str]:
+    def _visit_outputs(
+        self, node: ir.Node, role: OpRole, activation: QTensorConfig | None
+    ) -> list[str]:
         if (
             activation is None
             or not role.quantize_outputs
@@ -375,4 +393,13 @@ def calibration_specs(selection: Selection, graph: ir.Graph) -> dict[str, QTenso
     return specs
 
 
-__all__ = ["OP_ROLES", "BiasLink", "Role", "Selection", "Target", "calibration_specs", "select", "share_groups"]
+__all__ = [
+    "OP_ROLES",
+    "BiasLink",
+    "Role",
+    "Selection",
+    "Target",
+    "calibration_specs",
+    "select",
+    "share_groups",
+]
