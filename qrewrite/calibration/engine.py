@@ -136,52 +136,110 @@ def check_providers(options: Any) -> list[str]:
     return list(options.ExecutionProviders)
 
 
-def model_source(stats_model: onnx.ModelProto, folder: Path) -> bytes | str:
+def model_source(stats_model: onnx.ModelProto, folder: str | None) -> bytes | str:
     """Return the serialized model, or the path of a saved copy when it exceeds 2 GiB."""
     if stats_model.ByteSize() < _PROTOBUF_LIMIT:
         return stats_model.SerializeToString()
-    path = folder / "calibration.onnx"
-    onnx.save(stats_model, path, save_as_external_data=True, location="calibration.onnx.data")
-    return str(path)
+    if folder is None:
+        raise ModelInputError("a calibration model above 2 GiB needs a temporary folder")
+    handle, path = tempfile.mkstemp(prefix="calibration-", suffix=".onnx", dir=folder)
+    os.close(handle)
+    location = Path(path).name + ".data"
+    onnx.save(stats_model, path, save_as_external_data=True, location=location)
+    return path
 
 
 def _progress_disabled() -> bool:
     return logging.getLogger("qrewrite").getEffectiveLevel() > logging.INFO
 
 
-def build_stats_model(
-    model: onnx.ModelProto, histogram_tensors: list[str], min_max_tensors: list[str]
-) -> tuple[onnx.ModelProto, list[graph.StatOutputs]]:
-    """Return the calibration model (opset raised if its reductions need it) and its outputs."""
-    needed = graph.HISTOGRAM_MIN_OPSET if histogram_tensors else graph.MIN_MAX_MIN_OPSET
-    source = _with_opset(model, needed)
-    return graph.build_stats_model(source, histogram_tensors, min_max_tensors)
+@attrs.frozen
+class StatsPlan:
+    """The inputs of the calibration graph: source model, tensors of each kind, providers."""
+
+    model: onnx.ModelProto
+    histogram_tensors: tuple[str, ...]
+    min_max_tensors: tuple[str, ...]
+    types: dict[str, int] = attrs.field(eq=False)
+    providers: tuple[str, ...]
+    folder: str | None = None
+
+    @classmethod
+    def create(
+        cls,
+        model: onnx.ModelProto,
+        collectors: Mapping[str, TensorCollector],
+        options: Any,
+        folder: str | None = None,
+    ) -> StatsPlan:
+        histograms = tuple(t for t, c in collectors.items() if c.histogram is not None)
+        min_max_only = tuple(t for t in collectors if t not in set(histograms))
+        needed = graph.HISTOGRAM_MIN_OPSET if histograms else graph.MIN_MAX_MIN_OPSET
+        source = _with_opset(model, needed)
+        types = graph.tensor_types(source)
+        providers = tuple(check_providers(options))
+        return cls(source, histograms, min_max_only, types, providers, folder)
 
 
-class StatsSession:
-    """An onnxruntime session of the calibration model that returns per-sample collectors."""
+class StatsRunner:
+    """A calibration session that returns the statistics of one sample at a time.
 
-    def __init__(
-        self,
-        source: bytes | str,
-        outputs: list[graph.StatOutputs],
-        providers: list[str],
-        threads: int = 0,
-    ) -> None:
+    Tensors start with the fast statistics. When a sample shows NaN or inf in a tensor,
+    the graph is rebuilt with the masked statistics for that tensor and the sample runs
+    again, so the common case pays nothing for NaN handling.
+    """
+
+    def __init__(self, plan: StatsPlan, threads: int = 0) -> None:
+        self.plan = plan
+        self.threads = threads
+        self.masked: set[str] = set()
+        self._build()
+
+    @classmethod
+    def from_requests(
+        cls, model: onnx.ModelProto, requests: Mapping[str, RangeRequest], options: Any
+    ) -> StatsRunner:
+        """Return a runner for `requests` that keeps its models in memory."""
+        collectors = {t: empty_collector(r, options) for t, r in requests.items()}
+        return cls(StatsPlan.create(model, collectors, options))
+
+    def _build(self) -> None:
+        plan = self.plan
+        stats_model, self.outputs = graph.build_stats_model(
+            plan.model, plan.histogram_tensors, plan.min_max_tensors, self.masked, plan.types
+        )
+        source = model_source(stats_model, plan.folder)
+        del stats_model
         session_options = _session_options()
-        session_options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(source, session_options, providers=providers)
-        self.outputs = outputs
-        self.output_names = [name for o in outputs for name in o.names()]
+        session_options.intra_op_num_threads = self.threads
+        self.session = ort.InferenceSession(
+            source, session_options, providers=list(plan.providers)
+        )
+        self.output_names = [name for o in self.outputs for name in o.names()]
 
     def run(self, sample: Mapping[str, np.ndarray]) -> dict[str, TensorCollector]:
         """Run one sample and return each tensor's statistics of that sample alone."""
+        stats, unmasked = self._run_once(sample)
+        if unmasked:
+            logger.debug("leaving NaN and inf out of %d more tensors", len(unmasked))
+            self.masked |= unmasked
+            self._build()
+            stats, _ = self._run_once(sample)
+        return stats
+
+    def _run_once(
+        self, sample: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, TensorCollector], set[str]]:
         fetched = self.session.run(self.output_names, sample)
         values = dict(zip(self.output_names, fetched, strict=True))
-        result = {}
+        result, unmasked = {}, set()
         for outputs in self.outputs:
             size = int(values[outputs.size])
-            nonfinite = int(values[outputs.nonfinite])
+            check = values[outputs.check]
+            if not outputs.masked and not np.isfinite(check):
+                unmasked.add(outputs.tensor)
+                continue
+            nonfinite = int(check) if outputs.masked else 0
             count = size - nonfinite
             low, high = float(values[outputs.min]), float(values[outputs.max])
             histogram = None
@@ -197,26 +255,7 @@ class StatsSession:
                     )
             min_max = MinMax(count, nonfinite, low, high) if count > 0 else MinMax(0, nonfinite)
             result[outputs.tensor] = TensorCollector(min_max, None, histogram)
-        return result
-
-
-class StatsRunner(StatsSession):
-    """A calibration session built from the float model, for one process."""
-
-    def __init__(
-        self,
-        model: onnx.ModelProto,
-        requests: Mapping[str, RangeRequest],
-        options: Any,
-        histogram_tensors: Iterable[str] = (),
-    ) -> None:
-        extra = set(histogram_tensors)
-        histograms = [t for t, r in requests.items() if r.needs_histogram or t in extra]
-        min_max_only = [t for t in requests if t not in set(histograms)]
-        stats_model, outputs = build_stats_model(model, histograms, min_max_only)
-        with tempfile.TemporaryDirectory(prefix="qrewrite-calib-", dir=options.TmpDir) as tmp:
-            source = model_source(stats_model, Path(tmp))
-            super().__init__(source, outputs, check_providers(options))
+        return result, unmasked
 
 
 def absorb(collector: TensorCollector, sample_stats: TensorCollector) -> TensorCollector:
@@ -251,24 +290,16 @@ def collect(
         tensor: empty_collector(request, options, tensor in extra)
         for tensor, request in requests.items()
     }
-    histograms = [t for t, c in collectors.items() if c.histogram is not None]
-    min_max_only = [t for t in requests if t not in set(histograms)]
-    stats_model, outputs = build_stats_model(model, histograms, min_max_only)
-    providers = check_providers(options)
     progress = tqdm(samples, desc="calibration", unit="sample", disable=_progress_disabled())
-
     with tempfile.TemporaryDirectory(prefix="qrewrite-calib-", dir=options.TmpDir) as folder:
-        source = model_source(stats_model, Path(folder))
-        del stats_model
+        plan = StatsPlan.create(model, collectors, options, folder)
         if options.CalibWorkerNum > 1:
             from qrewrite.calibration.workers import collect_in_workers
 
-            return collect_in_workers(
-                source, outputs, providers, collectors, progress, options.CalibWorkerNum
-            )
-        session = StatsSession(source, outputs, providers)
+            return collect_in_workers(plan, collectors, progress, options.CalibWorkerNum)
+        runner = StatsRunner(plan)
         for sample in progress:
-            for tensor, stats in session.run(sample).items():
+            for tensor, stats in runner.run(sample).items():
                 collectors[tensor] = absorb(collectors[tensor], stats)
     return collectors
 

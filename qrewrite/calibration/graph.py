@@ -4,15 +4,14 @@ For every requested tensor `x` the builder adds nodes that reduce it to a few sm
 outputs, so onnxruntime can free `x` as soon as they ran and only the reduced values come
 back to Python:
 
-- `min`, `max`: extremes over the finite elements (+inf and -inf when there are none),
-- `size`: number of elements, `nonfinite`: number of NaN and infinite elements,
+- `min`, `max`: extremes of the elements, `size`: number of elements,
 - with a histogram: `exponent` k, `first_bin` b and `counts` c, where c[i] counts the
-  finite elements in [(b + i) * 2**k, (b + i + 1) * 2**k).
+  elements in [(b + i) * 2**k, (b + i + 1) * 2**k).
 
-The common case, a tensor without NaN or inf, is detected from its sum (the sum of a
-tensor is finite exactly when no element is NaN or infinite, unless it overflows, which
-only costs the slow path). Only then does an If node run the masked path, so finite
-tensors pay for three reductions and nothing else.
+A tensor without NaN or inf, the common case, needs only three reductions; the third, its
+sum, shows whether that holds. Tensors that had NaN or inf get the masked form, which
+leaves those elements out and counts them. The caller decides per tensor which form to
+build (see `engine.StatsRunner`).
 
 The histogram exponent is chosen in the graph from log2 of the range. It may come out one
 step finer than the exponent `collectors.canonical_exponent` picks, never coarser, so the
@@ -41,8 +40,8 @@ GRAPH_EXPONENT_FLOOR_OFFSET = 25
 
 # ScatterElements with reduction "add" exists from opset 16.
 HISTOGRAM_MIN_OPSET = 16
-# IsInf exists from opset 10.
-MIN_MAX_MIN_OPSET = 10
+# IsNaN and Where exist from opset 9.
+MIN_MAX_MIN_OPSET = 9
 
 _FLOAT_TYPES = {
     TensorProto.FLOAT,
@@ -60,14 +59,17 @@ class StatOutputs:
     min: str
     max: str
     size: str
-    nonfinite: str
+    # Masked: the number of NaN and inf elements. Otherwise: the sum of the elements,
+    # which is finite exactly when no element is NaN or inf (or the sum overflows).
+    check: str
+    masked: bool
     exponent: str | None = None
     first_bin: str | None = None
     counts: str | None = None
 
     def names(self) -> list[str]:
         optional = [self.exponent, self.first_bin, self.counts]
-        return [self.min, self.max, self.size, self.nonfinite] + [n for n in optional if n]
+        return [self.min, self.max, self.size, self.check] + [n for n in optional if n]
 
 
 class _Names:
@@ -167,13 +169,11 @@ def _histogram_nodes(
     scaled = b.node(nodes, "Mul", [values, inverse_width], "scaled")
     bins = b.node(nodes, "Floor", [scaled], "bins")
     relative = b.node(nodes, "Sub", [bins, first_bin], "rel")
-    clipped = b.node(
-        nodes,
-        "Clip",
-        [relative, b.const(0.0, f32), b.const(float(GRAPH_HISTOGRAM_BINS - 1), f32)],
-        "clip",
-    )
-    indices = b.node(nodes, "Cast", [clipped], "idx", to=TensorProto.INT32)
+    # Clip after the cast: a NaN (whose statistics are discarded) casts to some integer,
+    # and the clip keeps it inside the bins, so ScatterElements never fails.
+    as_int = b.node(nodes, "Cast", [relative], "rel_int", to=TensorProto.INT32)
+    last_bin = b.const(GRAPH_HISTOGRAM_BINS - 1, np.int32)
+    indices = b.node(nodes, "Clip", [as_int, b.const(0, np.int32), last_bin], "idx")
     zeros = b.node(
         nodes,
         "ConstantOfShape",
@@ -187,114 +187,69 @@ def _histogram_nodes(
     return exponent, first_bin, counts
 
 
-# Element types of the If outputs, in order: min, max, nonfinite, exponent, first_bin, counts.
-_RESULT_TYPES = [
-    TensorProto.FLOAT,
-    TensorProto.FLOAT,
-    TensorProto.INT64,
-    TensorProto.FLOAT,
-    TensorProto.FLOAT,
-    TensorProto.INT32,
-]
-
-
-def _branch(name: str, outputs: list[str], nodes: list[onnx.NodeProto]) -> onnx.GraphProto:
-    value_infos = [
-        helper.make_tensor_value_info(output, elem_type, None)
-        for output, elem_type in zip(outputs, _RESULT_TYPES[: len(outputs)], strict=True)
-    ]
-    return helper.make_graph(nodes, name, [], value_infos)
-
-
 def _stat_nodes(
-    b: _Builder, tensor: str, elem_type: int | None, histogram: bool
+    b: _Builder, tensor: str, elem_type: int | None, histogram: bool, masked: bool
 ) -> tuple[list[onnx.NodeProto], StatOutputs]:
     """Return the nodes that reduce `tensor` and the names of their outputs."""
-    f32, i32, i64 = np.float32, np.int32, np.int64
+    f32, i32 = np.float32, np.int32
     nodes: list[onnx.NodeProto] = []
     source = tensor
     if elem_type != TensorProto.FLOAT:
         source = b.node(nodes, "Cast", [tensor], "as_float", to=TensorProto.FLOAT)
     flat = b.node(nodes, "Reshape", [source, b.shape_const([-1])], "flat")
     size = b.node(nodes, "Size", [flat], "size")
-    fast_min = b.node(nodes, "ReduceMin", [flat], "min0", keepdims=0)
-    fast_max = b.node(nodes, "ReduceMax", [flat], "max0", keepdims=0)
-    total = b.node(nodes, "ReduceSum", [flat], "sum", keepdims=0)
-    # total - total is NaN exactly when total is NaN or infinite.
-    has_nonfinite = b.node(nodes, "IsNaN", [b.node(nodes, "Sub", [total, total], "d")], "bad")
 
-    # The masked path: statistics of the finite elements only.
-    masked: list[onnx.NodeProto] = []
-    finite = b.node(
-        masked, "Not", [b.node(masked, "IsNaN", [b.node(masked, "Sub", [flat, flat], "d")], "n")],
-        "finite",
-    )
-    finite_count = b.node(
-        masked, "ReduceSum", [b.node(masked, "Cast", [finite], "f", to=TensorProto.INT64)],
-        "finite_count", keepdims=0,
-    )
-    masked_nonfinite = b.node(masked, "Sub", [size, finite_count], "nonfinite")
-    masked_min = b.node(
-        masked, "ReduceMin",
-        [b.node(masked, "Where", [finite, flat, b.const(math.inf, f32)], "w")], "min",
-        keepdims=0,
-    )
-    masked_max = b.node(
-        masked, "ReduceMax",
-        [b.node(masked, "Where", [finite, flat, b.const(-math.inf, f32)], "w")], "max",
-        keepdims=0,
-    )
-    masked_outputs = [masked_min, masked_max, masked_nonfinite]
+    if masked:
+        # x - x is NaN exactly when x is NaN or infinite.
+        difference = b.node(nodes, "Sub", [flat, flat], "d")
+        finite = b.node(nodes, "Not", [b.node(nodes, "IsNaN", [difference], "n")], "finite")
+        as_int = b.node(nodes, "Cast", [finite], "f", to=TensorProto.INT64)
+        finite_count = b.node(nodes, "ReduceSum", [as_int], "finite_count", keepdims=0)
+        check = b.node(nodes, "Sub", [size, finite_count], "nonfinite")
+        low_input = b.node(nodes, "Where", [finite, flat, b.const(math.inf, f32)], "w")
+        high_input = b.node(nodes, "Where", [finite, flat, b.const(-math.inf, f32)], "w")
+        low = b.node(nodes, "ReduceMin", [low_input], "min", keepdims=0)
+        high = b.node(nodes, "ReduceMax", [high_input], "max", keepdims=0)
+    else:
+        low = b.node(nodes, "ReduceMin", [flat], "min", keepdims=0)
+        high = b.node(nodes, "ReduceMax", [flat], "max", keepdims=0)
+        check = b.node(nodes, "ReduceSum", [flat], "sum", keepdims=0)
 
-    # The fast path: the tensor has only finite elements.
-    fast: list[onnx.NodeProto] = []
-    fast_outputs = [
-        b.node(fast, "Identity", [fast_min], "min"),
-        b.node(fast, "Identity", [fast_max], "max"),
-        b.node(fast, "Identity", [b.const(0, i64)], "nonfinite"),
-    ]
-
+    outputs = StatOutputs(tensor, low, high, size, check, masked)
     if histogram:
-        # Non-finite elements are moved to the minimum and given weight 0.
-        kept = b.node(masked, "Where", [finite, flat, masked_min], "kept")
-        weights = b.node(masked, "Cast", [finite], "weights", to=TensorProto.INT32)
-        masked_outputs += _histogram_nodes(b, masked, kept, weights, masked_min, masked_max)
-        ones = b.node(fast, "Expand", [b.const(1, i32), b.node(fast, "Shape", [flat], "s")], "1")
-        fast_outputs += _histogram_nodes(b, fast, flat, ones, fast_min, fast_max)
-
-    results = [b.names(hint) for hint in ("min", "max", "nonfinite", "k", "b", "counts")]
-    results = results[: len(fast_outputs)]
-    nodes.append(
-        helper.make_node(
-            "If",
-            [has_nonfinite],
-            results,
-            name=b.names("If"),
-            then_branch=_branch(b.names("masked"), masked_outputs, masked),
-            else_branch=_branch(b.names("fast"), fast_outputs, fast),
-        )
-    )
-    outputs = StatOutputs(tensor, results[0], results[1], size, results[2])
-    if histogram:
-        outputs = attrs.evolve(
-            outputs, exponent=results[3], first_bin=results[4], counts=results[5]
-        )
+        if masked:
+            # Non-finite elements are moved to the minimum and given weight 0.
+            values = b.node(nodes, "Where", [finite, flat, low], "kept")
+            weights = b.node(nodes, "Cast", [finite], "weights", to=TensorProto.INT32)
+        else:
+            values = flat
+            shape = b.node(nodes, "Shape", [flat], "shape")
+            weights = b.node(nodes, "Expand", [b.const(1, i32), shape], "ones")
+        exponent, first_bin, counts = _histogram_nodes(b, nodes, values, weights, low, high)
+        outputs = attrs.evolve(outputs, exponent=exponent, first_bin=first_bin, counts=counts)
     return nodes, outputs
 
 
 def build_stats_model(
-    model: onnx.ModelProto, histogram_tensors: Iterable[str], min_max_tensors: Iterable[str]
+    model: onnx.ModelProto,
+    histogram_tensors: Iterable[str],
+    min_max_tensors: Iterable[str],
+    masked_tensors: Iterable[str] = (),
+    types: dict[str, int] | None = None,
 ) -> tuple[onnx.ModelProto, list[StatOutputs]]:
     """Return a copy of `model` whose outputs are the statistics of the given tensors.
 
     The model's own outputs are dropped, so nothing but the reduced values is kept alive.
+    `masked_tensors` get the slower statistics that leave out NaN and inf; the others
+    report their sum, from which the caller sees whether they need masking.
     The caller must ensure the model's opset is at least `HISTOGRAM_MIN_OPSET` when any
     histogram is requested, and at least `MIN_MAX_MIN_OPSET` otherwise.
     """
     stats_model = onnx.ModelProto()
     stats_model.CopyFrom(model)
     graph = stats_model.graph
-    types = tensor_types(model)
+    types = tensor_types(model) if types is None else types
+    masked_set = set(masked_tensors)
     builder = _Builder(_Names(model))
 
     all_outputs: list[StatOutputs] = []
@@ -302,7 +257,9 @@ def build_stats_model(
     histogram_set = set(histogram_list)
     min_max_list = [t for t in dict.fromkeys(min_max_tensors) if t not in histogram_set]
     for tensor in histogram_list + min_max_list:
-        nodes, outputs = _stat_nodes(builder, tensor, types.get(tensor), tensor in histogram_set)
+        nodes, outputs = _stat_nodes(
+            builder, tensor, types.get(tensor), tensor in histogram_set, tensor in masked_set
+        )
         graph.node.extend(nodes)
         all_outputs.append(outputs)
 
@@ -313,7 +270,7 @@ def build_stats_model(
             (outputs.min, TensorProto.FLOAT),
             (outputs.max, TensorProto.FLOAT),
             (outputs.size, TensorProto.INT64),
-            (outputs.nonfinite, TensorProto.INT64),
+            (outputs.check, TensorProto.INT64 if outputs.masked else TensorProto.FLOAT),
             (outputs.exponent, TensorProto.FLOAT),
             (outputs.first_bin, TensorProto.FLOAT),
             (outputs.counts, TensorProto.INT32),

@@ -70,9 +70,10 @@ def _kl_divergence(counts: np.ndarray, end: int, levels: int) -> float:
     return float(np.sum(p * np.log(p / q)) / reference.sum())
 
 
-# Entropy searches thresholds over at most this many bins of |x|. Finer histograms are
-# coarsened first, so a tensor needs at most 512 - 128 KL evaluations at 8 bits.
+# Entropy searches thresholds over at most this many bins of |x|; finer histograms are
+# coarsened first. It tries at most ENTROPY_CANDIDATES thresholds, evenly spaced.
 ENTROPY_BINS = 512
+ENTROPY_CANDIDATES = 128
 
 
 def entropy_range(histogram: Histogram, grid: IntegerGrid) -> TensorRange:
@@ -99,9 +100,12 @@ def entropy_range(histogram: Histogram, grid: IntegerGrid) -> TensorRange:
     first_end = max(levels, absolute.first_bin + 1)
     if counts.size <= first_end:
         return TensorRange(histogram.min, histogram.max)
-    ends = range(first_end, counts.size + 1)
+    step = -(-(counts.size + 1 - first_end) // ENTROPY_CANDIDATES)
+    ends = list(range(first_end, counts.size + 1, step))
+    if ends[-1] != counts.size:
+        ends.append(counts.size)
     divergences = [_kl_divergence(counts, end, levels) for end in ends]
-    best_end = first_end + int(np.argmin(divergences))
+    best_end = ends[int(np.argmin(divergences))]
     threshold = best_end * absolute.width
     return TensorRange(max(histogram.min, -threshold), min(histogram.max, threshold))
 

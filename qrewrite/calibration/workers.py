@@ -1,7 +1,7 @@
 """CalibWorkerNum: share the calibration samples among worker processes and merge.
 
 The main process reads the samples and hands them to the workers through a bounded
-queue, so at most two samples per worker wait in memory. Each worker runs its own
+queue, so at most two samples per worker wait in memory. Each worker builds and runs its own
 onnxruntime session and returns its merged collectors at the end. Collectors merge
 exactly, except the moving averages of CalibMovingAverage, which depend on sample order.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from qrewrite.calibration.graph import StatOutputs
+from qrewrite.calibration.engine import StatsPlan
 
 logger = logging.getLogger(__name__)
 
@@ -27,20 +27,18 @@ _POLL_SECONDS = 1.0
 
 
 def _worker(
-    source: bytes | str,
-    outputs: list[StatOutputs],
-    providers: list[str],
+    plan: StatsPlan,
     collectors: dict[str, Any],
     threads: int,
     tasks: Any,
     results: Any,
 ) -> None:
-    from qrewrite.calibration.engine import StatsSession, absorb
+    from qrewrite.calibration.engine import StatsRunner, absorb
 
     try:
-        session = StatsSession(source, outputs, providers, threads)
+        runner = StatsRunner(plan, threads)
         while (sample := tasks.get()) is not None:
-            for tensor, stats in session.run(sample).items():
+            for tensor, stats in runner.run(sample).items():
                 collectors[tensor] = absorb(collectors[tensor], stats)
         results.put(("done", collectors))
     except BaseException as error:  # report every failure to the main process
@@ -66,9 +64,7 @@ def _check_alive(processes: list[Any]) -> None:
 
 
 def collect_in_workers(
-    source: bytes | str,
-    outputs: list[StatOutputs],
-    providers: list[str],
+    plan: StatsPlan,
     collectors: dict[str, Any],
     samples: Iterable[Mapping[str, np.ndarray]],
     workers: int,
@@ -81,7 +77,7 @@ def collect_in_workers(
     processes = [
         context.Process(
             target=_worker,
-            args=(source, outputs, providers, collectors, threads, tasks, results),
+            args=(plan, collectors, threads, tasks, results),
             daemon=True,
         )
         for _ in range(workers)

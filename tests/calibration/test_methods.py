@@ -45,7 +45,7 @@ def quantization_mse(values, tensor_range, grid):
 
 def test_graph_histogram_equals_numpy_histogram():
     requests = {t: RangeRequest(CalibMethod.Percentile) for t in ("x", "doubled", "y")}
-    runner = StatsRunner(relu_chain(), requests, options())
+    runner = StatsRunner.from_requests(relu_chain(), requests, options())
     rng = np.random.default_rng(1)
     for trial in range(40):
         scale = np.float32(10.0 ** rng.uniform(-30, 30))
@@ -59,7 +59,8 @@ def test_graph_histogram_equals_numpy_histogram():
 
 
 def test_graph_histogram_skips_nan_and_inf():
-    runner = StatsRunner(log_model(), {"y": RangeRequest(CalibMethod.Entropy)}, options())
+    requests = {"y": RangeRequest(CalibMethod.Entropy)}
+    runner = StatsRunner.from_requests(log_model(), requests, options())
     x = np.array([-1, 0, 1, 2, 3, 0.5], np.float32)
     stats = runner.run({"x": x})["y"]
     with np.errstate(divide="ignore", invalid="ignore"):

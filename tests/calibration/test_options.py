@@ -132,7 +132,7 @@ def test_progress_bar_quiet_above_info(capsys):
 
 def test_session_is_priority_based_with_small_outputs():
     requests = {t: RangeRequest(CalibMethod.Percentile) for t in ("x", "doubled", "y")}
-    runner = StatsRunner(relu_chain(), requests, options())
+    runner = StatsRunner.from_requests(relu_chain(), requests, options())
     session_options = runner.session.get_session_options()
     assert session_options.execution_order == ort.ExecutionOrder.PRIORITY_BASED
     names = {o.name for o in runner.session.get_outputs()}
