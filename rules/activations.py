@@ -24,7 +24,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern as orp
 from qrewrite.rules._patterns import either, is_float, split_constant
 
-from qrewrite.rewrite import Contract, MatchResult, RewriteRuleClassBase, Rule
+from qrewrite.rewrite import Contract, MatchResult, RewritePattern, Rule
 from qrewrite.rewrite.helpers import float_attribute, is_scalar, opset_version, scalar_value
 
 _GELU_OPSET = 20
@@ -36,7 +36,7 @@ _TANH_CUBIC = 0.044715
 _SPELLINGS = ("half_x_times_s", "x_times_s_times_half", "x_times_s_half")
 
 
-class _GeluPattern(RewriteRuleClassBase):
+class _GeluPattern(RewritePattern):
     """One spelling of GELU's outer products, with the root Mul's operands in one order."""
 
     def __init__(self, form: str, spelling: str, swap_root: bool) -> None:
@@ -103,7 +103,7 @@ class _GeluPattern(RewriteRuleClassBase):
             return MatchResult().fail("the GELU input is a constant")
         return x
 
-    def check(self, context, **bindings):
+    def check(self, context, **bindings):  # type: ignore[override]
         if not is_scalar(bindings.get("one"), 1.0):
             return MatchResult().fail("the shifted term does not add 1")
         x = self._resolve_input(bindings)
@@ -133,11 +133,13 @@ def _clip_bounds(node: ir.Node, opset: int) -> tuple[float | None, float | None]
 
     Before opset 11 the bounds are attributes, from opset 11 on they are optional inputs.
     """
+    lowest: float | None
+    highest: float | None
     if opset < 11:
         lowest = float_attribute(node, "min", -np.inf)
         highest = float_attribute(node, "max", np.inf)
     else:
-        bounds = []
+        bounds: list[float | None] = []
         for index in (1, 2):
             value = node.inputs[index] if len(node.inputs) > index else None
             if value is None:
@@ -153,7 +155,7 @@ def _clip_bounds(node: ir.Node, opset: int) -> tuple[float | None, float | None]
     return lowest, highest
 
 
-class _ClipToRelu(RewriteRuleClassBase):
+class _ClipToRelu(RewritePattern):
     """Clip(x, 0, max) → Relu(x) for one given max (None: no upper bound)."""
 
     def __init__(self, name: str, upper: float | None) -> None:
@@ -163,7 +165,7 @@ class _ClipToRelu(RewriteRuleClassBase):
     def pattern(self, op, x):
         return op.Clip(x, _allow_other_inputs=True, _outputs=["clip_out"])
 
-    def check(self, context, x, clip_out, **_):
+    def check(self, context, x, clip_out, **_):  # type: ignore[override]
         if not is_float(x):
             return MatchResult().fail("the input is not a float tensor of known type", x)
         bounds = _clip_bounds(clip_out.producer(), opset_version(context.model))

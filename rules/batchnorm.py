@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from qrewrite.rewrite import Contract, MatchResult, RewriteRuleClassBase, Rule
+from qrewrite.rewrite import Contract, MatchResult, RewritePattern, Rule
 from qrewrite.rewrite.helpers import (
     constant_value,
     float_attribute,
@@ -114,13 +114,14 @@ def _folded_parameters(
 
 def _emit_folded(op, model: ir.Model, node: ir.Node, x: ir.Value, scale, shift) -> ir.Value:
     weight, bias, attributes = _folded_parameters(node, scale, shift)
-    base = node.inputs[1].name or "weight"
+    weight_input = node.inputs[1]
+    base = (weight_input.name if weight_input is not None else None) or "weight"
     weight_value = op.initializer(ir.tensor(weight), name=unique_name(model, f"{base}_bnfold"))
     bias_value = op.initializer(ir.tensor(bias), name=unique_name(model, f"{base}_bnfold_bias"))
     return op.op(node.op_type, x, weight_value, bias_value, **attributes)
 
 
-class _FoldIntoProducer(RewriteRuleClassBase):
+class _FoldIntoProducer(RewritePattern):
     """BN(Conv | ConvTranspose | Gemm) → the producer with folded weight and bias."""
 
     def __init__(self, op_type: str) -> None:
@@ -131,7 +132,7 @@ class _FoldIntoProducer(RewriteRuleClassBase):
         inbound = getattr(op, self._op_type)(x, _allow_other_inputs=True, _outputs=["inbound"])
         return op.BatchNormalization(inbound, _allow_other_inputs=True, _outputs=["bn_out"])
 
-    def check(self, context, x, inbound, bn_out, **_):
+    def check(self, context, x, inbound, bn_out, **_):  # type: ignore[override]
         producer_check = _check_producer(inbound.producer())
         if not producer_check:
             return producer_check
@@ -148,7 +149,7 @@ class _FoldIntoProducer(RewriteRuleClassBase):
         return _emit_folded(op, self._model, inbound.producer(), x, scale, shift)
 
 
-class _FoldThroughConcat(RewriteRuleClassBase):
+class _FoldThroughConcat(RewritePattern):
     """BN(Concat(p1, p2, ...) over channels) → Concat(p1', p2', ...), each producer folded."""
 
     def __init__(self) -> None:
@@ -158,7 +159,7 @@ class _FoldThroughConcat(RewriteRuleClassBase):
         concat = op.Concat(_allow_other_inputs=True, _outputs=["concat_out"])
         return op.BatchNormalization(concat, _allow_other_inputs=True, _outputs=["bn_out"])
 
-    def check(self, context, concat_out, bn_out, **_):
+    def check(self, context, concat_out, bn_out, **_):  # type: ignore[override]
         concat = concat_out.producer()
         rank = static_rank(concat_out)
         axis = int_attribute(concat, "axis", 1)
@@ -167,15 +168,18 @@ class _FoldThroughConcat(RewriteRuleClassBase):
         params = _bn_scale_shift(bn_out.producer())
         if isinstance(params, MatchResult):
             return params
-        channels = []
+        channels: list[int] = []
         for value in concat.inputs:
             producer = value.producer() if value is not None else None
             producer_check = _check_producer(producer)
             if not producer_check:
                 return producer_check
+            assert value is not None and producer is not None  # _check_producer ensures it.
             if len(value.uses()) != 1 or value.is_graph_output():
                 return MatchResult().fail(f"{value.name} has users besides the Concat", value)
-            channels.append(_output_channels(producer))
+            count = _output_channels(producer)
+            assert count is not None  # _check_producer ensures it.
+            channels.append(count)
         if sum(channels) != params[0].size:
             return MatchResult().fail("Concat channels differ from BatchNormalization channels")
         self._model, self._params, self._channels = context.model, params, channels
@@ -194,7 +198,7 @@ class _FoldThroughConcat(RewriteRuleClassBase):
         return op.Concat(*folded, **concat.attributes)
 
 
-class _BatchNormToConv(RewriteRuleClassBase):
+class _BatchNormToConv(RewritePattern):
     """BN(x) with x of rank >= 3 → Conv(x, s as a C x 1 x 1... weight, t, group=C)."""
 
     def __init__(self) -> None:
@@ -203,7 +207,7 @@ class _BatchNormToConv(RewriteRuleClassBase):
     def pattern(self, op, x):
         return op.BatchNormalization(x, _allow_other_inputs=True, _outputs=["bn_out"])
 
-    def check(self, context, x, bn_out, **_):
+    def check(self, context, x, bn_out, **_):  # type: ignore[override]
         rank = static_rank(x)
         if rank is None or rank < 3:
             return MatchResult().fail("the input rank is unknown or below 3", x)

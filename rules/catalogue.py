@@ -23,7 +23,7 @@ model's ONNX opset is in the stated range.
 
 ## Writing a rule
 
-A rule is an onnxscript `RewriteRuleClassBase` (pattern, check, rewrite) wrapped in a
+A rule is a `RewritePattern` (pattern, check and rewrite methods) wrapped in a
 `Rule` that gives it a name, a description, a numeric contract and an opset range.
 Read constants with `qrewrite.rewrite.helpers.constant_value` or `scalar_value`, which
 return None for an initializer that is also a graph input. Name new initializers with
@@ -32,16 +32,16 @@ return None for an initializer that is also a graph input. Name new initializers
 ```python
 import onnx
 from qrewrite.rewrite import (
-    Contract, MatchResult, RewriteRuleClassBase, Rule, RuleSet, apply_rules,
+    Contract, MatchResult, RewritePattern, Rule, RuleSet, apply_rules,
 )
 from qrewrite.rewrite.helpers import is_scalar
 
 
-class _MulByOne(RewriteRuleClassBase):
+class _MulByOne(RewritePattern):
     def pattern(self, op, x, one):
         return op.Mul(x, one)
 
-    def check(self, context, x, one, **_):
+    def check(self, context, x, one, **_):  # type: ignore[override]
         if not is_scalar(one, 1.0):
             return MatchResult().fail("the second operand is not the constant 1")
         return MatchResult()

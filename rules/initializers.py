@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import onnx_ir as ir
 
-from qrewrite.rewrite import Contract, MatchResult, RewriteRuleClassBase, Rule
+from qrewrite.rewrite import Contract, MatchResult, RewritePattern, Rule
 from qrewrite.rewrite.helpers import any_op, has_subgraph, unique_name
 
 _BIAS_OP_TYPES = ("Conv", "ConvTranspose", "Gemm")
@@ -31,7 +31,7 @@ def _is_shared_initializer(value: ir.Value | None) -> bool:
     return len(value.uses()) > 1
 
 
-class _CopySharedInputs(RewriteRuleClassBase):
+class _CopySharedInputs(RewritePattern):
     def __init__(self, name: str, op_types: Sequence[str] | None, inputs: Sequence[int] | None):
         super().__init__(name=name)
         self._op_types, self._inputs = op_types, inputs
@@ -39,7 +39,7 @@ class _CopySharedInputs(RewriteRuleClassBase):
     def pattern(self, op):
         return any_op(op, self._op_types)(_allow_other_inputs=True, _outputs=["out"])
 
-    def check(self, context, out, **_):
+    def check(self, context, out, **_):  # type: ignore[override]
         node = out.producer()
         if len(node.outputs) != 1 or has_subgraph(node):
             return MatchResult().fail("the node has several outputs or a subgraph", node)

@@ -25,7 +25,7 @@ import onnx_ir as ir
 from onnxscript.rewriter import pattern as orp
 from qrewrite.rules._patterns import either, is_float
 
-from qrewrite.rewrite import Contract, MatchResult, RewriteRuleClassBase, Rule
+from qrewrite.rewrite import Contract, MatchResult, RewritePattern, Rule
 from qrewrite.rewrite.helpers import (
     constant_value,
     int_attribute,
@@ -54,7 +54,7 @@ def _binary(op, op_type: str, a, b, swap: bool, **kwargs):
     return builder(b, a, **kwargs) if swap else builder(a, b, **kwargs)
 
 
-class _DecomposedNormalization(RewriteRuleClassBase):
+class _DecomposedNormalization(RewritePattern):
     """The shared decomposition, with a given affine tail and root operand order.
 
     `tail` is "none" (root: the division), "scale" (root: Mul by scale) or "scale_bias"
@@ -88,7 +88,7 @@ class _DecomposedNormalization(RewriteRuleClassBase):
         scaled = either(op, "Mul", normalized, orp.Var("scale"))
         return _binary(op, "Add", scaled, orp.Var("bias"), self._swap_root)
 
-    def check(self, context, x, epsilon, mean, variance, square, two=None, **bindings):
+    def check(self, context, x, epsilon, mean, variance, square, two=None, **bindings):  # type: ignore[override]
         absorbed = self._next_affine_step(context.output_values[0])
         if absorbed is not None:
             return MatchResult().fail(f"the following {absorbed} is fused with this match")
@@ -128,13 +128,13 @@ class _DecomposedNormalization(RewriteRuleClassBase):
         this check the shortest tail would always win and leave the Mul and Add behind.
         """
         following = {"none": "Mul", "scale": "Add"}.get(self._tail)
-        uses = output.uses()
+        uses = list(output.uses())
         if following is None or len(uses) != 1 or output.is_graph_output():
             return None
-        consumer = uses[0].node
+        consumer, index = uses[0]
         if consumer.op_type != following or len(consumer.inputs) != 2:
             return None
-        other = consumer.inputs[1 - uses[0].idx]
+        other = consumer.inputs[1 - index]
         return following if constant_value(other) is not None else None
 
     def _check_axes_and_params(self, x, rank, axes, bindings) -> MatchResult | None:
@@ -186,6 +186,7 @@ class _DecomposedNormalization(RewriteRuleClassBase):
         names = ("scale", "bias")
         params = []
         for name, array in zip(names, (self._scale, self._bias), strict=True):
+            assert array is not None  # The check rejects a match without both.
             tensor = ir.tensor(array.astype(dtype))
             params.append(op.initializer(tensor, name=unique_name(self._model, f"{name}_fused")))
         if self._kind == "Layer":
@@ -206,7 +207,7 @@ def _normalization_patterns(kind: str) -> list[_DecomposedNormalization]:
     return patterns
 
 
-class _L2Normalization(RewriteRuleClassBase):
+class _L2Normalization(RewritePattern):
     """x / norm(x) over one axis, with the usual epsilon guards, in one root form."""
 
     def __init__(self, reciprocal: bool, swap_root: bool) -> None:
@@ -233,7 +234,7 @@ class _L2Normalization(RewriteRuleClassBase):
             return _binary(op, "Mul", x, op.Reciprocal(denominator), self._swap_root)
         return op.Div(x, denominator)
 
-    def check(self, context, x, guard, square=None, two=None, epsilon=None, **bindings):
+    def check(self, context, x, guard, square=None, two=None, epsilon=None, **bindings):  # type: ignore[override]
         if not is_float(x):
             return MatchResult().fail("the input is not a float tensor of known type", x)
         if square == 1 and not is_scalar(two, 2.0):
@@ -244,7 +245,9 @@ class _L2Normalization(RewriteRuleClassBase):
                 return MatchResult().fail(f"epsilon is not a constant in [0, {_MAX_L2_EPSILON}]")
         opset = opset_version(context.model)
         reduce = bindings.get("reduce") or bindings.get("reduce_l2")
-        node = reduce.producer()
+        node = reduce.producer() if reduce is not None else None
+        if node is None:
+            return MatchResult().fail("no reduction was bound")
         if node.op_type == "ReduceSum":
             axes = reduce_axes(node, _REDUCE_SUM_AXES_INPUT_OPSET, opset)
         else:

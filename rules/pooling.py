@@ -15,7 +15,7 @@ from __future__ import annotations
 import onnx_ir as ir
 from qrewrite.rules._patterns import is_float
 
-from qrewrite.rewrite import Contract, MatchResult, RewriteRuleClassBase, Rule
+from qrewrite.rewrite import Contract, MatchResult, RewritePattern, Rule
 from qrewrite.rewrite.helpers import (
     int_attribute,
     ints_attribute,
@@ -34,14 +34,14 @@ _REDUCE_MEAN_AXES_INPUT_OPSET = 18
 MAX_POOL_KERNEL = 8
 
 
-class _ReduceMeanToGlobalAveragePool(RewriteRuleClassBase):
+class _ReduceMeanToGlobalAveragePool(RewritePattern):
     def __init__(self) -> None:
         super().__init__(name="ConvertReduceMeanToGlobalAvgPool")
 
     def pattern(self, op, x):
         return op.ReduceMean(x, _allow_other_inputs=True, _outputs=["mean"])
 
-    def check(self, context, x, mean, **_):
+    def check(self, context, x, mean, **_):  # type: ignore[override]
         node = mean.producer()
         rank = static_rank(x)
         if rank is None or rank < 3:
@@ -72,7 +72,7 @@ def _factor_kernel(size: int, limit: int) -> list[int] | None:
     return factors
 
 
-class _SplitPool(RewriteRuleClassBase):
+class _SplitPool(RewritePattern):
     """GlobalAveragePool or tiled AveragePool with a large kernel → chain of AveragePools."""
 
     def __init__(self, op_type: str, limit: int) -> None:
@@ -87,10 +87,11 @@ class _SplitPool(RewriteRuleClassBase):
         if rank is None or rank < 3:
             return MatchResult().fail("the input rank is unknown or below 3", x)
         if self._op_type == "GlobalAveragePool":
-            kernel = [static_dim(x, axis) for axis in range(2, rank)]
-            if any(dim is None for dim in kernel):
+            dims = [static_dim(x, axis) for axis in range(2, rank)]
+            static = [dim for dim in dims if dim is not None]
+            if len(static) != len(dims):
                 return MatchResult().fail("the spatial dimensions are not static", x)
-            return kernel  # type: ignore[return-value]
+            return static
         kernel = ints_attribute(node, "kernel_shape") or []
         strides = ints_attribute(node, "strides") or [1] * len(kernel)
         pads = ints_attribute(node, "pads") or [0] * (2 * len(kernel))
@@ -103,7 +104,7 @@ class _SplitPool(RewriteRuleClassBase):
             return MatchResult().fail("the pool is dilated", node)
         return kernel
 
-    def check(self, context, x, pooled, **_):
+    def check(self, context, x, pooled, **_):  # type: ignore[override]
         if not is_float(x):
             return MatchResult().fail("the input is not a float tensor of known type", x)
         kernel = self._kernel(x, pooled.producer())
@@ -111,9 +112,13 @@ class _SplitPool(RewriteRuleClassBase):
             return kernel
         if all(size <= self._limit for size in kernel):
             return MatchResult().fail(f"kernel {kernel} is within the limit {self._limit}")
-        factors = [_factor_kernel(size, self._limit) for size in kernel]
-        if any(axis_factors is None for axis_factors in factors):
-            return MatchResult().fail(f"kernel {kernel} has a dimension with a large prime factor")
+        factors = []
+        for size in kernel:
+            axis_factors = _factor_kernel(size, self._limit)
+            if axis_factors is None:
+                reason = f"kernel size {size} has a prime factor above {self._limit}"
+                return MatchResult().fail(reason)
+            factors.append(axis_factors)
         depth = max(len(axis_factors) for axis_factors in factors)
         # Pad shorter factor lists with 1s, so every stage pools along every axis.
         self._stages = [

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from qrewrite.rewrite import Contract, MatchResult, RewriteRuleClassBase, Rule
+from qrewrite.rewrite import Contract, MatchResult, RewritePattern, Rule
 from qrewrite.rewrite.helpers import (
     int_attribute,
     int_list,
@@ -30,7 +30,7 @@ _NUM_OUTPUTS_OPSET = 18
 MAX_SPLIT_OUTPUTS = 32
 
 
-class _SplitToSlices(RewriteRuleClassBase):
+class _SplitToSlices(RewritePattern):
     def __init__(self, outputs: int) -> None:
         super().__init__(name=f"ConvertSplitToSlice_{outputs}")
         self._outputs = outputs
@@ -60,7 +60,7 @@ class _SplitToSlices(RewriteRuleClassBase):
             return sizes if all(sizes) else None
         return [total // count] * count if total % count == 0 else None
 
-    def check(self, context, x, split_out, **_):
+    def check(self, context, x, split_out, **_):  # type: ignore[override]
         node = split_out.producer()
         opset = opset_version(context.model)
         rank = static_rank(x)

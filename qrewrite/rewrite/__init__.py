@@ -1,7 +1,7 @@
 """The rule DSL and engine on top of onnxscript's rewriter.
 
-Write a rule as an onnxscript `RewriteRuleClassBase` subclass (pattern, check,
-rewrite), wrap it in a `Rule` with a name and a `Contract`, combine rules into a
+Write a rule as a `RewritePattern` (an onnxscript `RewriteRuleClassBase` with pattern,
+check and rewrite methods), wrap it in a `Rule` with a name and a `Contract`, combine rules into a
 `RuleSet`, and run `apply_rules`. The helpers in `qrewrite.rewrite.helpers` read true
 constants, attributes and opsets and allocate fresh names.
 """
@@ -14,12 +14,13 @@ from qrewrite.rewrite.engine import (
     RuleReport,
     apply_rules,
 )
-from qrewrite.rewrite.rule import Contract, Rule, RuleSet
+from qrewrite.rewrite.rule import Contract, RewritePattern, Rule, RuleSet
 
 __all__ = [
     "DEFAULT_MAX_ROUNDS",
     "Contract",
     "MatchResult",
+    "RewritePattern",
     "RewriteResult",
     "RewriteRuleClassBase",
     "Rule",

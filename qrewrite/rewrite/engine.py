@@ -215,12 +215,13 @@ def _serialize_for_shape_inference(model: ir.Model) -> onnx.ModelProto:
         if tensor is None or tensor.nbytes <= _SHAPE_INFERENCE_MAX_TENSOR_BYTES:
             continue
         if value.shape is None:
-            value.shape = tensor.shape
+            value.shape = ir.Shape(tensor.shape.numpy())
         if value.dtype is None:
             value.dtype = tensor.dtype
         hidden.append(value)
         if value not in known_inputs:
             graph.inputs.append(value)
+        assert value.name is not None  # Every initializer has a name.
         graph.initializers.pop(value.name)
     try:
         return ir.serde.serialize_model(model)

@@ -171,7 +171,8 @@ class _NameAllocator:
         self.used: set[str] = set()
         self.next_suffix: dict[str, int] = {}
         for graph in _all_graphs(model):
-            self.used.update(graph.initializers)
+            if isinstance(graph, ir.Graph):
+                self.used.update(graph.initializers)
             self.used.update(value.name for value in graph.inputs if value.name)
             for node in graph:
                 if node.name:

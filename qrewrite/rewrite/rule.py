@@ -17,6 +17,16 @@ import attrs
 from qrewrite.rewrite._onnxscript import RewriteRuleClassBase
 
 
+class RewritePattern(RewriteRuleClassBase):
+    """Base class of the pattern objects of a `Rule`: `pattern`, `check` and `rewrite`.
+
+    onnxscript passes every pattern variable to `check` and `rewrite` as a keyword
+    argument, so a subclass lists the ones it needs and takes the rest as `**_`. mypy
+    reports such a `check` as an incompatible override of onnxscript's declaration,
+    hence the `type: ignore[override]` on the built-in rules' `check` methods.
+    """
+
+
 @attrs.frozen
 class Contract:
     """Numeric agreement between the outputs of a rewritten model and of the original.
@@ -56,6 +66,10 @@ class Contract:
         return f"Exact only when {self.condition}; otherwise results change."
 
 
+def _to_patterns(patterns: Iterable[RewriteRuleClassBase]) -> tuple[RewriteRuleClassBase, ...]:
+    return tuple(patterns)
+
+
 def _check_name(_instance: object, _attribute: object, value: str) -> None:
     if not value or not value.replace("_", "").isalnum():
         raise ValueError(f"invalid rule name {value!r}: use letters, digits and underscores")
@@ -75,7 +89,7 @@ class Rule:
     """
 
     name: str = attrs.field(validator=_check_name)
-    patterns: tuple[RewriteRuleClassBase, ...] = attrs.field(converter=tuple)
+    patterns: tuple[RewriteRuleClassBase, ...] = attrs.field(converter=_to_patterns)
     matches: str
     produces: str
     contract: Contract = attrs.field(factory=Contract.exact)
