@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import onnx
 import onnxruntime as ort
+from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
 from qrewrite.rewrite import Contract, RewriteResult, RuleSet, apply_rules
@@ -30,6 +31,18 @@ def constant_node(name: str, value, dtype=np.float32) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [name], value=constant(f"{name}_value", value, dtype))
 
 
+def add_scalar(draw, nodes: list, initializers: list, name: str, value: float) -> None:
+    """Add a float constant as a scalar or [1]-shaped initializer or Constant node.
+
+    `draw` is hypothesis' draw function, which picks the form.
+    """
+    array = [value] if draw(st.booleans()) else value
+    if draw(st.booleans()):
+        nodes.append(constant_node(name, array))
+    else:
+        initializers.append(constant(name, array))
+
+
 def build_model(
     nodes: Sequence[onnx.NodeProto],
     inputs: Mapping[str, Sequence[int]],
@@ -37,10 +50,12 @@ def build_model(
     initializers: Sequence[onnx.TensorProto] = (),
     opset: int = 18,
     input_initializers: Sequence[str] = (),
+    output_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> onnx.ModelProto:
     """Build a float model and give its outputs the types that shape inference finds.
 
     Names in `input_initializers` are initializers that are also graph inputs.
+    `output_shapes` gives float outputs whose shape inference cannot find.
     """
     graph_inputs = [
         helper.make_tensor_value_info(name, FLOAT, shape) for name, shape in inputs.items()
@@ -61,6 +76,8 @@ def build_model(
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     known = {info.name: info for info in inferred.graph.value_info}
     known.update({info.name: info for info in inferred.graph.output})
+    for name, shape in (output_shapes or {}).items():
+        known[name] = helper.make_tensor_value_info(name, FLOAT, shape)
     del model.graph.output[:]
     model.graph.output.extend(known[name] for name in outputs)
     onnx.checker.check_model(model, full_check=True)

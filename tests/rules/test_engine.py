@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
@@ -166,3 +167,36 @@ def test_builtin_rules_keep_unmatched_model():
     model = _clip_model()
     result = apply_rules(model, builtin_rules().without(["ConvertClipToRelu"]))
     assert op_types(result.model) == ["Clip"]
+
+
+def test_rule_applies_inside_loop_body():
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Clip", ["state_in", "low"], ["state_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("iteration", onnx.TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", onnx.TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_in", onnx.TensorProto.FLOAT, [4]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", onnx.TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_out", onnx.TensorProto.FLOAT, [4]),
+        ],
+    )
+    nodes = [helper.make_node("Loop", ["trips", "", "x"], ["y"], body=body)]
+    initializers = [constant("low", 0.0), constant("trips", 2, dtype=np.int64)]
+    model = build_model(
+        nodes, {"x": [4]}, ["y"], initializers, opset=13, output_shapes={"y": [4]}
+    )
+    before = model.SerializeToString()
+
+    result = apply_rules(model, RuleSet.of(CONVERT_CLIP_TO_RELU))
+
+    assert model.SerializeToString() == before
+    assert result.matches("ConvertClipToRelu") == 1
+    onnx.checker.check_model(result.model, full_check=True)
+    feeds = random_feeds(model)
+    assert (run_model(result.model, feeds)[0] == run_model(model, feeds)[0]).all()

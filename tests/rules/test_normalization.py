@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import helper
 from qrewrite.rules.normalization import FUSE_INSTANCE_NORM, FUSE_L2_NORM, FUSE_LAYER_NORM
-from rule_harness import assert_rewrite, build_model, constant, op_types
+from rule_harness import add_scalar, assert_rewrite, build_model, constant, op_types
 
 from qrewrite.rewrite import RuleSet, apply_rules
 
@@ -51,12 +51,12 @@ def decomposed_norm_models(draw, kind: str, opset=None):
     reduce_mean("x", "mean")
     nodes.append(helper.make_node("Sub", ["x", "mean"], ["d"]))
     if draw(st.booleans()):
-        initializers.append(constant("two", 2.0))
+        add_scalar(draw, nodes, initializers, "two", 2.0)
         nodes.append(helper.make_node("Pow", ["d", "two"], ["sq"]))
     else:
         nodes.append(helper.make_node("Mul", ["d", "d"], ["sq"]))
     reduce_mean("sq", "var")
-    initializers.append(constant("eps", draw(st.sampled_from([1e-5, 1e-6, 1e-3]))))
+    add_scalar(draw, nodes, initializers, "eps", draw(st.sampled_from([1e-5, 1e-6, 1e-3])))
     nodes.append(helper.make_node("Add", _maybe_swap(draw, "var", "eps"), ["var_eps"]))
     nodes.append(helper.make_node("Sqrt", ["var_eps"], ["std"]))
     if draw(st.booleans()):
@@ -137,12 +137,12 @@ def l2_norm_models(draw):
         if draw(st.booleans()):
             nodes.append(helper.make_node("Mul", ["x", "x"], ["sq"]))
         else:
-            initializers.append(constant("two", 2.0))
+            add_scalar(draw, nodes, initializers, "two", 2.0)
             nodes.append(helper.make_node("Pow", ["x", "two"], ["sq"]))
         new_nodes, new_constants = _reduce("ReduceSum", "sq", "sum", [axis], opset, 13)
         nodes += new_nodes
         initializers += new_constants
-    initializers.append(constant("eps", 1e-12))
+    add_scalar(draw, nodes, initializers, "eps", 1e-12)
     denominator = "den"
     if form == "sqrt_max":
         nodes.append(helper.make_node("Max", _maybe_swap(draw, "sum", "eps"), ["clamped"]))
