@@ -53,7 +53,8 @@ _MATCHES_LIMIT_SLACK = 16
 
 
 class RuleDidNotConvergeError(RuntimeError):
-    """A rule kept matching: its replacement matches again, or rules undo each other."""
+    """Error for a rule that keeps matching, because its replacement matches again or
+    because rules undo each other."""
 
 
 @attrs.frozen
@@ -292,11 +293,13 @@ def apply_rules(
     """Apply `rules` stage by stage and return a new model with a report per rule.
 
     `model` is an `onnx.ModelProto` or an `onnx_ir.Model`, and the result has the same
-    type. The input is never changed. After the rules, nodes and initializers that no
-    longer contribute to a graph output are removed, including dead code that the input
-    already had. With `explain=True` the report also gives, for each rule that never
-    matched, the failure reasons the rewriter recorded (this costs one extra dry sweep
-    per such rule).
+    type. The input is never changed. When any rule matched, onnx_ir's
+    RemoveUnusedNodesPass runs afterwards. It removes nodes that no longer contribute to
+    a graph output (in subgraphs too), unused main-graph initializers, unused optional
+    outputs and trailing empty inputs, including any that the input already had. `max_rounds` bounds the sweeps that
+    change the model in each stage. With `explain=True` the report also gives, for each
+    rule that never matched, the failure reasons the rewriter recorded. That costs one
+    extra dry sweep per such rule.
 
     Raises RuleDidNotConvergeError, naming the rule, when a rule keeps matching.
     """
