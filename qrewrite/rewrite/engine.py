@@ -296,10 +296,11 @@ def apply_rules(
     type. The input is never changed. When any rule matched, onnx_ir's
     RemoveUnusedNodesPass runs afterwards. It removes nodes that no longer contribute to
     a graph output (in subgraphs too), unused main-graph initializers, unused optional
-    outputs and trailing empty inputs, including any that the input already had. `max_rounds` bounds the sweeps that
-    change the model in each stage. With `explain=True` the report also gives, for each
-    rule that never matched, the failure reasons the rewriter recorded. That costs one
-    extra dry sweep per such rule.
+    outputs and trailing empty inputs, including any that the input already had.
+
+    `max_rounds` bounds the sweeps that change the model in each stage. With
+    `explain=True` the report also gives, for each rule that never matched, the failure
+    reasons the rewriter recorded. That costs one extra dry sweep per such rule.
 
     Raises RuleDidNotConvergeError, naming the rule, when a rule keeps matching.
     """
