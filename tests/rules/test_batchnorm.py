@@ -24,13 +24,15 @@ def _bn_constants(rng, prefix: str, channels: int) -> list:
     ]
 
 
-def _bn(prefix: str, source: str, output: str, epsilon: float):
+def _bn(prefix: str, source: str, output: str, epsilon: float | None):
+    """Return a BatchNormalization node. `epsilon=None` leaves the attribute at its default."""
     inputs = [source] + [f"{prefix}_{name}" for name in ("gamma", "beta", "mean", "var")]
-    return helper.make_node("BatchNormalization", inputs, [output], epsilon=epsilon)
+    attributes = {} if epsilon is None else {"epsilon": epsilon}
+    return helper.make_node("BatchNormalization", inputs, [output], **attributes)
 
 
 @st.composite
-def producer_bn_models(draw, epsilons=(1e-5, 1e-3, 0.1), relu=True):
+def producer_bn_models(draw, epsilons=(None, 1e-5, 1e-3, 0.1), relu=True):
     """One to three blocks of Conv, ConvTranspose or Gemm followed by BatchNormalization."""
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     op_type = draw(st.sampled_from(["Conv", "ConvTranspose", "Gemm"]))
