@@ -1,9 +1,9 @@
 """Model builders and the property check shared by the rule tests.
 
-`assert_rewrite` runs a rule set on a model and checks what every rule test needs: the
-input is unchanged, each rule matched the expected number of times, the result passes
-the full onnx checker, and onnxruntime (graph optimizations off) gives outputs that
-agree within the rule's contract.
+`assert_rewrite` runs a rule set on a model and checks four properties. The input is
+unchanged, and each rule matched the expected number of times. The result passes the
+full onnx checker, and onnxruntime (graph optimizations off) gives outputs that agree
+within the rule's contract.
 """
 
 from __future__ import annotations

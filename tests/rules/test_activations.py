@@ -60,6 +60,7 @@ def gelu_models(draw, opset=None):
     x = "x"
     if draw(st.booleans()):
         x = build.node("Relu", "x")
+
     form = draw(st.sampled_from(["erf", "tanh"]))
     if form == "erf":
         if draw(st.booleans()):
@@ -79,6 +80,7 @@ def gelu_models(draw, opset=None):
         argument = build.node("Mul", polynomial, scale, commutative=True)
         inner = build.node("Tanh", argument)
     shifted = build.node("Add", inner, build.const(1.0), commutative=True)
+
     spelling = draw(st.integers(0, 2))
     if spelling == 0:
         half_x = build.node("Mul", x, build.const(0.5), commutative=True)
@@ -90,6 +92,7 @@ def gelu_models(draw, opset=None):
         half_shifted = build.node("Mul", shifted, build.const(0.5), commutative=True)
         out = build.node("Mul", x, half_shifted, commutative=True)
     build.nodes.append(helper.make_node("Identity", [out], ["y"]))
+
     opset = draw(st.sampled_from([20, 21])) if opset is None else opset
     model = build_model(build.nodes, {"x": shape}, ["y"], build.initializers, opset=opset)
     return model, form

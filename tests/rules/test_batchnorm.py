@@ -42,6 +42,7 @@ def producer_bn_models(draw, epsilons=(None, 1e-5, 1e-3, 0.1), relu=True):
     nodes, initializers = [], []
     shape = [1, channels] if op_type == "Gemm" else [1, channels, 5, 5]
     value = "x"
+
     for index in range(blocks):
         weight, bias = f"w{index}", f"b{index}"
         inputs = [value, weight]
@@ -61,6 +62,7 @@ def producer_bn_models(draw, epsilons=(None, 1e-5, 1e-3, 0.1), relu=True):
             initializers.append(constant(weight, rng.normal(size=weight_shape)))
             attributes = {"group": group, "pads": [kernel // 2] * 4}
         nodes.append(helper.make_node(op_type, inputs, [f"p{index}"], **attributes))
+
         epsilon = draw(st.sampled_from(epsilons))
         nodes.append(_bn(f"bn{index}", f"p{index}", f"n{index}", epsilon))
         initializers += _bn_constants(rng, f"bn{index}", channels)

@@ -127,6 +127,7 @@ def l2_norm_models(draw):
     shape[axis] = max(shape[axis], 2)
     opset = draw(st.sampled_from([13, 17, 18]))
     nodes, initializers = [], []
+
     form = draw(st.sampled_from(["sqrt_max", "max_norm", "clip_norm", "norm"]))
     use_l2 = form != "sqrt_max" and draw(st.booleans())
     if use_l2:
@@ -143,6 +144,7 @@ def l2_norm_models(draw):
         nodes += new_nodes
         initializers += new_constants
     add_scalar(draw, nodes, initializers, "eps", 1e-12)
+
     denominator = "den"
     if form == "sqrt_max":
         nodes.append(helper.make_node("Max", _maybe_swap(draw, "sum", "eps"), ["clamped"]))
@@ -156,6 +158,7 @@ def l2_norm_models(draw):
             nodes.append(helper.make_node("Clip", ["norm", "eps"], ["den"]))
         else:
             denominator = "norm"
+
     if draw(st.booleans()):
         nodes.append(helper.make_node("Div", ["x", denominator], ["y"]))
     else:
