@@ -200,3 +200,36 @@ def test_rule_applies_inside_loop_body():
     onnx.checker.check_model(result.model, full_check=True)
     feeds = random_feeds(model)
     assert (run_model(result.model, feeds)[0] == run_model(model, feeds)[0]).all()
+
+
+class _IdentityOncePerSweep(RewriteRuleClassBase):
+    """A broken rule: it re-creates its own pattern, once per sweep."""
+
+    def setup(self):
+        self._fired = False
+
+    def pattern(self, op, x):
+        return op.Identity(x)
+
+    def check(self, context, x, **_):
+        return MatchResult() if not self._fired else MatchResult().fail("fired in this sweep")
+
+    def rewrite(self, op, x, **_):
+        self._fired = True
+        return op.Identity(x)
+
+
+def test_rule_matching_every_sweep_raises():
+    model = build_model([helper.make_node("Identity", ["x"], ["y"])], {"x": [2]}, ["y"])
+    rules = RuleSet.of(_rule("IdentityForever", _IdentityOncePerSweep()))
+    with pytest.raises(RuleDidNotConvergeError, match="IdentityForever"):
+        apply_rules(model, rules, max_rounds=3)
+
+
+def test_empty_rule_set_copies_model():
+    model = _clip_model()
+    result = apply_rules(model, RuleSet())
+    assert result.model is not model
+    assert op_types(result.model) == ["Clip"]
+    assert [tensor.name for tensor in result.model.graph.initializer] == ["low"]
+    assert result.total_matches == 0
