@@ -46,7 +46,8 @@ def config() -> QConfig:
         global_config=QLayerConfig(
             activation=UInt8Spec(),
             weight=Int8Spec(quant_granularity=QuantGranularity.Channel),
-        )
+        ),
+        PrintSummary=False,
     )
 
 
