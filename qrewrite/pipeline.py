@@ -19,13 +19,13 @@ from typing import Any
 import attrs
 import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
 
 from qrewrite.config import CalibMethod, DataType, QConfig, QTensorConfig, ScaleType
 from qrewrite.errors import ConfigError, ModelInputError
 from qrewrite.model.io import check_output_path, load_model, save_model_atomic
 from qrewrite.model.names import name_unnamed_nodes
 from qrewrite.model.opset import convert_opset, target_opset
+from qrewrite.model.shapes import infer_shapes
 from qrewrite.model.verify import verify_model_file, verify_model_proto
 from qrewrite.quantization.bias import refine_bias
 from qrewrite.quantization.materialize import materialize
@@ -140,7 +140,7 @@ def prepare(state: State) -> State:
     """Move to onnx_ir, name every node and infer shapes and types."""
     model = ir.from_proto(state.proto).clone()
     name_unnamed_nodes(model)
-    ShapeInferencePass()(model)
+    infer_shapes(model)
     return attrs.evolve(state, model=model)
 
 

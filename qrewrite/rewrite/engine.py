@@ -29,6 +29,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
+from qrewrite.model.shapes import infer_shapes
 from qrewrite.rewrite._onnxscript import (
     MatchingTracer,
     MatchResult,
@@ -196,68 +197,6 @@ def _to_working_copy(model: onnx.ModelProto | ir.Model) -> ir.Model:
     raise TypeError(f"expected an onnx.ModelProto or onnx_ir.Model, got {type(model).__name__}")
 
 
-# Initializers above this size are hidden from onnx shape inference as typed inputs,
-# so it does not copy their data. Smaller ones stay, for data propagation.
-_SHAPE_INFERENCE_MAX_TENSOR_BYTES = 1024
-
-
-def _serialize_for_shape_inference(model: ir.Model) -> onnx.ModelProto:
-    """Serialize the model with large initializers turned into typed graph inputs.
-
-    onnx_ir's ShapeInferencePass (1.1.0) does the same, but its membership test on the
-    input list makes it quadratic in the number of initializers.
-    """
-    graph = model.graph
-    inputs_before = list(graph.inputs)
-    known_inputs = set(inputs_before)
-    hidden = []
-    for value in list(graph.initializers.values()):
-        tensor = value.const_value
-        if tensor is None or tensor.nbytes <= _SHAPE_INFERENCE_MAX_TENSOR_BYTES:
-            continue
-        if value.shape is None:
-            value.shape = ir.Shape(tensor.shape.numpy())
-        if value.dtype is None:
-            value.dtype = tensor.dtype
-        hidden.append(value)
-        if value not in known_inputs:
-            graph.inputs.append(value)
-        assert value.name is not None  # Every initializer has a name.
-        graph.initializers.pop(value.name)
-    try:
-        return ir.serde.serialize_model(model)
-    finally:
-        graph.inputs.clear()
-        graph.inputs.extend(inputs_before)
-        for value in hidden:
-            graph.register_initializer(value)
-
-
-def _infer_shapes(model: ir.Model) -> None:
-    """Set the dtype and shape of every value that onnx shape inference can infer.
-
-    Several checks need ranks and static dimensions. When inference fails, a warning is
-    logged and the values keep what they had, so those checks fail with a reason.
-    """
-    proto = _serialize_for_shape_inference(model)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as error:
-        logger.warning("shape inference failed, rules that need shapes will not match: %s", error)
-        return
-    inferred_model = ir.serde.deserialize_model(inferred)
-    for graph, inferred_graph in zip(model.graphs(), inferred_model.graphs(), strict=True):
-        inferred_values = ir.convenience.create_value_mapping(inferred_graph)
-        for name, value in ir.convenience.create_value_mapping(graph).items():
-            found = inferred_values.get(name)
-            if found is None:
-                continue
-            if found.shape is not None:
-                value.shape = found.shape
-            if found.dtype is not None:
-                value.dtype = found.dtype
-
-
 def _explain(
     model: ir.Model, stage: tuple[Rule, ...], recorder: _Recorder
 ) -> dict[str, tuple[str, ...]]:
@@ -317,7 +256,7 @@ def apply_rules(
         # One sweep more than max_rounds: the last one confirms that nothing matches.
         for _ in range(max_rounds + 1):
             if shapes_stale:
-                _infer_shapes(work)
+                infer_shapes(work)
                 shapes_stale = False
             forget_names(work)
             recorder.start_sweep(_count_nodes(work))
