@@ -47,6 +47,7 @@ class State:
     config: QConfig
     proto: onnx.ModelProto
     reader: Any = None
+    output_path: str | os.PathLike[str] | None = None
     model: ir.Model | None = None
     selection: Selection | None = None
     ranges: dict[str, Any] | None = None
@@ -167,6 +168,7 @@ def _range_request(spec: QTensorConfig) -> Any:
 def calibrate_ranges(state: State) -> State:
     """Run the float model on the calibration samples and collect ranges."""
     from qrewrite.calibration import calibrate, samples_from
+    from qrewrite.calibration.figures import histogram_folder_for
 
     assert state.model is not None and state.selection is not None
     requests = {
@@ -179,7 +181,10 @@ def calibrate_ranges(state: State) -> State:
         # Still read one sample, so a missing or broken reader is reported.
         next(iter(samples), None)
         return attrs.evolve(state, ranges={})
-    ranges = calibrate(proto, requests, samples, state.config.options)
+    histogram_folder = None
+    if state.config.options.SaveTensorHistFig and state.output_path is not None:
+        histogram_folder = histogram_folder_for(state.output_path)
+    ranges = calibrate(proto, requests, samples, state.config.options, histogram_folder)
     return attrs.evolve(state, ranges=dict(ranges))
 
 
@@ -251,7 +256,8 @@ def quantize(
 
         size_before = loaded.proto.ByteSize()
         state = run_stages(
-            build_stages(config), State(config=config, proto=loaded.proto, reader=reader)
+            build_stages(config),
+            State(config=config, proto=loaded.proto, reader=reader, output_path=model_output),
         )
         assert state.model is not None and state.plan is not None
         proto = ir.to_proto(state.model)

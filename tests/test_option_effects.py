@@ -265,3 +265,14 @@ def test_specs_on_layers() -> None:
     x_dq = dq_feeding(quantized, "gemm", 0)
     assert initializer(quantized, x_dq.input[2]).dtype == np.uint16
     _ = QLayerConfig
+
+
+def test_histogram_figures_next_to_output(tmp_path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "q.onnx"
+    config = QConfig(PrintSummary=False, SaveTensorHistFig=True)
+    ModelQuantizer(config).quantize_model(conv_gemm_model(), out, FEEDS)
+    figures = sorted((tmp_path / "q_tensor_hist").glob("*.png"))
+    assert len(figures) >= 4
+    with pytest.raises(ConfigError, match="SaveTensorHistFig"):
+        ModelQuantizer(config).quantize_model(conv_gemm_model(), None, FEEDS)
