@@ -273,7 +273,8 @@ def quantize(
                 source=loaded,
             )
 
-        summary = summarize(state.model, state.plan, size_before, proto.ByteSize(), state.notes)
+        notes = state.plan.selection.notes + state.notes
+        summary = summarize(state.model, state.plan, size_before, proto.ByteSize(), notes)
         if config.options.PrintSummary and not config.options.CryptoMode:
             print(summary.format())
         logger.info("quantized %d nodes", len(state.plan.selection.quantized_nodes))

@@ -276,3 +276,16 @@ def test_histogram_figures_next_to_output(tmp_path) -> None:
     assert len(figures) >= 4
     with pytest.raises(ConfigError, match="SaveTensorHistFig"):
         ModelQuantizer(config).quantize_model(conv_gemm_model(), None, FEEDS)
+
+
+def test_per_channel_weights_by_default() -> None:
+    model = conv_gemm_model(opset=11)
+    default = quantize(model, weight=Int8Spec())
+    weight_dq = dq_feeding(default, "conv", 1)
+    assert any(a.name == "axis" for a in weight_dq.attribute)
+    assert {o.domain: o.version for o in default.opset_import}[""] == 13
+
+    per_tensor = quantize(model, weight=Int8Spec(), PerChannelWeightsByDefault=False)
+    weight_dq = dq_feeding(per_tensor, "conv", 1)
+    assert not any(a.name == "axis" for a in weight_dq.attribute)
+    assert {o.domain: o.version for o in per_tensor.opset_import}[""] == 11

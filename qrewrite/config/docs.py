@@ -15,6 +15,7 @@ _GROUP_TITLES = {
     "rules": "Float-graph rules",
     "calibration": "Calibration",
     "npu": "NPU targets",
+    "planner": "Planner defaults (qrewrite's own)",
 }
 
 _PARAMETERS = [

@@ -803,7 +803,46 @@ _NPU = [
     ),
 ]
 
+# qrewrite's own planner rules, on by default; each option turns one of them off.
+_PLANNER = [
+    _opt(
+        "PerChannelWeightsByDefault",
+        t.BOOL,
+        True,
+        "Quantize the weights of Conv, ConvTranspose, Gemm and MatMul per channel even when "
+        "the weight spec asks for per-tensor, because one scale per tensor rounds small "
+        "channels (depthwise and small-weight layers) to zero. Raises the opset to 13 "
+        "where needed.",
+        group="planner",
+    ),
+    _opt(
+        "KeepSentinelTensorsFloat",
+        t.BOOL,
+        True,
+        "Leave float the tensors whose calibrated range is set by sentinel values (an "
+        "attention mask adding the float32 minimum, infinities, or a peak SentinelRatio "
+        "times above the rest of the data), and the attention scores they are added to.",
+        group="planner",
+    ),
+    _opt(
+        "SentinelRatio",
+        t.OptionType("float > 1", t._float_in(1.0, float("inf"), open_low=True)),
+        1e4,
+        "How far above a tensor's robust range a peak must be to count as a sentinel.",
+        group="planner",
+    ),
+    _opt(
+        "SplitOutputConcat",
+        t.BOOL,
+        True,
+        "When a Concat writes a graph output, quantize each of its inputs with its own "
+        "scale and leave the output float, so values of very different ranges (box "
+        "coordinates next to class scores) keep their precision.",
+        group="planner",
+    ),
+]
+
 OPTIONS: dict[str, Option] = {
     option.name: option
-    for option in _GENERAL + _PREPROCESS + _RULES + _QUANTIZE + _CALIBRATION + _NPU
+    for option in _GENERAL + _PREPROCESS + _RULES + _QUANTIZE + _CALIBRATION + _NPU + _PLANNER
 }

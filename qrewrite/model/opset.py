@@ -38,6 +38,15 @@ def required_opset(config: QConfig) -> tuple[int, str]:
             needed, reason = spec.data_type.min_opset, f"{spec.data_type.value} Q/DQ"
         if spec.quant_granularity is QuantGranularity.Channel and needed < PER_CHANNEL_OPSET:
             needed, reason = PER_CHANNEL_OPSET, "per-channel quantization"
+    weights_quantized = any(layer.weight is not None for layer in [config.global_config]) or bool(
+        config.specific_layer_config or config.layer_type_config
+    )
+    if (
+        config.options.PerChannelWeightsByDefault
+        and weights_quantized
+        and PER_CHANNEL_OPSET > needed
+    ):
+        needed, reason = PER_CHANNEL_OPSET, "per-channel weights (PerChannelWeightsByDefault)"
     if config.options.Int16Bias and needed < 21:
         needed, reason = 21, "Int16Bias"
     return needed, reason

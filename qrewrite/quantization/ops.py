@@ -91,6 +91,9 @@ OP_ROLES: dict[str, OpRole] = {
     "Gather": _MOVE,
 }
 
+# Op types whose weights PerChannelWeightsByDefault quantizes per channel.
+PER_CHANNEL_BY_DEFAULT = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+
 # Op types in com.microsoft that onnxruntime ships and that match a standard role.
 MICROSOFT_OP_ROLES: dict[str, OpRole] = {"Gelu": _COMPUTE}
 

@@ -19,6 +19,7 @@ from qrewrite.config.enums import QuantGranularity
 from qrewrite.model.graph_utils import constant_array, is_float
 from qrewrite.quantization.node_config import node_layer_configs
 from qrewrite.quantization.ops import (
+    PER_CHANNEL_BY_DEFAULT,
     FLOAT_INPUTS_WITH_4BIT,
     FLOAT_ONLY_CONSUMERS,
     FLOAT_OUTPUTS_WITH_4BIT,
@@ -74,6 +75,8 @@ class Selection:
     quantized_nodes: tuple[str, ...]
     # tensor name -> why it stays float although a quantized node touches it
     kept_float: dict[str, str]
+    # One line per planner default that changed what the config asked for.
+    notes: tuple[str, ...] = ()
 
 
 def _unsigned_relu(node: ir.Node) -> bool:
@@ -114,6 +117,7 @@ class _Selector:
         self.quantized: list[str] = []
         self.kept_float: dict[str, str] = {}
         self.spec_ids: dict[QTensorConfig, int] = {}
+        self.per_channel_by_default = 0
 
         extra = set(self.options.ExtraOpTypesToQuantize or ())
         if self.options.QuantizeAllOpTypes:
@@ -172,8 +176,16 @@ class _Selector:
     def _weight_axis(
         self, node: ir.Node, rule: object, rank: int, spec: QTensorConfig
     ) -> int | None:
-        if spec.quant_granularity is not QuantGranularity.Channel or rank < 1:
+        requested = spec.quant_granularity is QuantGranularity.Channel
+        by_default = (
+            self.options.PerChannelWeightsByDefault
+            and node.op_type in PER_CHANNEL_BY_DEFAULT
+            and rank >= 2
+        )
+        if not (requested or by_default) or rank < 1:
             return None
+        if by_default and not requested:
+            self.per_channel_by_default += 1
         overrides = self.options.QDQOpTypePerChannelSupportToAxis
         axis = overrides[node.op_type] if node.op_type in overrides else rule(node, rank)  # type: ignore[operator]
         axis = axis + rank if axis < 0 else axis
@@ -342,6 +354,17 @@ def select(graph: ir.Graph, config: QConfig) -> Selection:
         bias_links=tuple(selector.bias_links),
         quantized_nodes=tuple(selector.quantized),
         kept_float=selector.kept_float,
+        notes=_selection_notes(selector),
+    )
+
+
+def _selection_notes(selector: _Selector) -> tuple[str, ...]:
+    if not selector.per_channel_by_default:
+        return ()
+    return (
+        f"PerChannelWeightsByDefault: {selector.per_channel_by_default} weight use(s) of Conv, "
+        "ConvTranspose, Gemm or MatMul quantized per channel although the spec asked for "
+        "per-tensor",
     )
 
 
