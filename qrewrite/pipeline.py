@@ -165,6 +165,31 @@ def _range_request(spec: QTensorConfig) -> Any:
     )
 
 
+def apply_selection_rules(state: State) -> State:
+    """Apply the planner rules that need no calibrated ranges."""
+    return _apply_planner(state, after_calibration=False)
+
+
+def apply_range_rules(state: State) -> State:
+    """Apply the planner rules that read calibrated ranges."""
+    return _apply_planner(state, after_calibration=True)
+
+
+def _apply_planner(state: State, *, after_calibration: bool) -> State:
+    from qrewrite.quantization.planner import PlannerContext, apply_planner_rules
+    from qrewrite.quantization.planner.rules import PLANNER_RULES
+
+    assert state.model is not None and state.selection is not None
+    context = PlannerContext(
+        graph=state.model.graph,
+        config=state.config,
+        selection=state.selection,
+        ranges=state.ranges,
+    )
+    selection = apply_planner_rules(PLANNER_RULES, context, after_calibration=after_calibration)
+    return attrs.evolve(state, selection=selection)
+
+
 def calibrate_ranges(state: State) -> State:
     """Run the float model on the calibration samples and collect ranges."""
     from qrewrite.calibration import calibrate, samples_from
@@ -224,7 +249,9 @@ def build_stages(config: QConfig) -> list[Stage]:
     stages += [
         Stage("prepare", prepare),
         Stage("select", select_targets),
+        Stage("planner rules", apply_selection_rules),
         Stage("calibrate", calibrate_ranges),
+        Stage("planner rules on ranges", apply_range_rules),
         Stage("plan", plan_parameters),
         Stage("refine bias", refine_bias_scales),
         Stage("materialize", write_qdq),

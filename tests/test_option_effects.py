@@ -289,3 +289,33 @@ def test_per_channel_weights_by_default() -> None:
     weight_dq = dq_feeding(per_tensor, "conv", 1)
     assert not any(a.name == "axis" for a in weight_dq.attribute)
     assert {o.domain: o.version for o in per_tensor.opset_import}[""] == 11
+
+
+def test_output_concat_stays_float_with_own_input_scales() -> None:
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["boxes"], name="boxes_conv"),
+        helper.make_node("Conv", ["x", "v"], ["logits"], name="score_conv"),
+        helper.make_node("Sigmoid", ["logits"], ["scores"], name="sigmoid"),
+        helper.make_node("Mul", ["boxes", "big"], ["pixels"], name="scale"),
+        helper.make_node("Concat", ["pixels", "scores"], ["y"], axis=1, name="concat"),
+    ]
+    inits = [
+        tensor("w", RNG.normal(size=(4, 3, 1, 1)).astype(np.float32)),
+        tensor("v", RNG.normal(size=(2, 3, 1, 1)).astype(np.float32)),
+        tensor("big", np.array(300.0, np.float32)),
+    ]
+    model = make_model(nodes, [("x", [1, 3, 4, 4])], ["y"], inits)
+    feeds = samples({"x": [1, 3, 4, 4]}, 4)
+
+    split = quantize(model, feeds)
+    joined = quantize(model, feeds, SplitOutputConcat=False)
+
+    assert producers(split)["y"].op_type == "Concat"
+    assert producers(joined)["y"].op_type == "DequantizeLinear"
+    from qmodels import run
+
+    expected = run(model, feeds[0])[0][:, 4:]
+    split_error = np.abs(run(split, feeds[0])[0][:, 4:] - expected).max()
+    joined_error = np.abs(run(joined, feeds[0])[0][:, 4:] - expected).max()
+    assert split_error < 0.01
+    assert joined_error > 0.1

@@ -1,0 +1,15 @@
+"""The list of planner rules, in the order they run within each phase."""
+
+from __future__ import annotations
+
+from qrewrite.quantization.planner import PlannerRule
+from qrewrite.quantization.planner.output_concat import split_output_concat
+
+PLANNER_RULES: tuple[PlannerRule, ...] = (
+    PlannerRule(
+        name="SplitOutputConcat",
+        option="SplitOutputConcat",
+        after_calibration=False,
+        apply=split_output_concat,
+    ),
+)
