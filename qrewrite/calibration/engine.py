@@ -16,6 +16,7 @@ import onnxruntime as ort
 from tqdm import tqdm
 
 from qrewrite.calibration import graph
+from qrewrite.calibration.batch import batch_stats
 from qrewrite.calibration.collectors import Histogram, MinMax, MovingAverageMinMax
 from qrewrite.calibration.figures import save_histogram_figures
 from qrewrite.calibration.grid import grid_for
@@ -181,19 +182,30 @@ class StatsPlan:
         return cls(source, histograms, min_max_only, types, providers, folder)
 
 
+# Tensors with at most this many elements in the first sample are returned whole and
+# reduced in numpy (see `batch`): below this size the reduction nodes cost more than the
+# copy. A returned tensor that later grows past RAW_MAX_ELEMENTS is reduced in the graph
+# from the next sample on.
+RAW_ELEMENTS = 4096
+RAW_MAX_ELEMENTS = 16 * RAW_ELEMENTS
+
+
 class StatsRunner:
     """A calibration session that returns the statistics of one sample at a time.
 
-    Tensors start with the fast statistics. When a sample shows NaN or inf in a tensor,
-    the graph is rebuilt with the masked statistics for that tensor and the sample runs
-    again, so the common case pays nothing for NaN handling.
+    The session is built at the first sample, whose input shapes decide which tensors are
+    small enough to be returned whole. The other tensors start with the fast statistics.
+    When a sample shows NaN or inf in one of them, the graph is rebuilt with the masked
+    statistics for that tensor and the sample runs again, so the common case pays nothing
+    for NaN handling.
     """
 
     def __init__(self, plan: StatsPlan, threads: int = 0) -> None:
         self.plan = plan
         self.threads = threads
         self.masked: set[str] = set()
-        self._build()
+        self.raw: set[str] = set()
+        self.session: ort.InferenceSession | None = None
 
     @classmethod
     def from_requests(
@@ -203,11 +215,24 @@ class StatsRunner:
         collectors = {t: empty_collector(r, options) for t, r in requests.items()}
         return cls(StatsPlan.create(model, collectors, options))
 
+    def _choose_raw(self, sample: Mapping[str, np.ndarray]) -> None:
+        sizes = graph.static_sizes(self.plan.model, dict(sample))
+        requested = (*self.plan.histogram_tensors, *self.plan.min_max_tensors)
+        limit = RAW_ELEMENTS
+        self.raw = {t for t in requested if sizes.get(t, limit + 1) <= limit}
+        logger.debug("returning %d small tensors whole", len(self.raw))
+
     def _build(self) -> None:
         plan = self.plan
-        stats_model, self.outputs = graph.build_stats_model(
-            plan.model, plan.histogram_tensors, plan.min_max_tensors, self.masked, plan.types
+        stats_model, self.outputs, self.raw_outputs = graph.build_stats_model(
+            plan.model,
+            plan.histogram_tensors,
+            plan.min_max_tensors,
+            self.masked,
+            plan.types,
+            self.raw,
         )
+        self.raw_histogram = [t in set(plan.histogram_tensors) for t in self.raw_outputs]
         source = model_source(stats_model, plan.folder)
         del stats_model
         session_options = _session_options()
@@ -216,23 +241,41 @@ class StatsRunner:
             source, session_options, providers=list(plan.providers)
         )
         self.output_names = [name for o in self.outputs for name in o.names()]
+        self.output_names += list(self.raw_outputs.values())
 
     def run(self, sample: Mapping[str, np.ndarray]) -> dict[str, TensorCollector]:
         """Run one sample and return each tensor's statistics of that sample alone."""
-        stats, unmasked = self._run_once(sample)
+        if self.session is None:
+            self._choose_raw(sample)
+            self._build()
+        stats, unmasked, grown = self._run_once(sample)
         if unmasked:
             logger.debug("leaving NaN and inf out of %d more tensors", len(unmasked))
             self.masked |= unmasked
             self._build()
-            stats, _ = self._run_once(sample)
+            stats, _, grown = self._run_once(sample)
+        if grown:
+            logger.debug("reducing %d grown tensors in the graph from now on", len(grown))
+            self.raw -= grown
+            self._build()
         return stats
 
     def _run_once(
         self, sample: Mapping[str, np.ndarray]
-    ) -> tuple[dict[str, TensorCollector], set[str]]:
+    ) -> tuple[dict[str, TensorCollector], set[str], set[str]]:
+        assert self.session is not None
         fetched = self.session.run(self.output_names, sample)
         values = dict(zip(self.output_names, fetched, strict=True))
         result, unmasked = {}, set()
+        raw_arrays = [values[name] for name in self.raw_outputs.values()]
+        raw_stats = batch_stats(raw_arrays, self.raw_histogram)
+        for tensor, (min_max, histogram) in zip(self.raw_outputs, raw_stats, strict=True):
+            result[tensor] = TensorCollector(min_max, None, histogram)
+        grown = {
+            tensor
+            for tensor, array in zip(self.raw_outputs, raw_arrays, strict=True)
+            if array.size > RAW_MAX_ELEMENTS
+        }
         for outputs in self.outputs:
             size = int(values[outputs.size])
             check = values[outputs.check]
@@ -255,7 +298,7 @@ class StatsRunner:
                     )
             min_max = MinMax(count, nonfinite, low, high) if count > 0 else MinMax(0, nonfinite)
             result[outputs.tensor] = TensorCollector(min_max, None, histogram)
-        return result, unmasked
+        return result, unmasked, grown
 
 
 def absorb(collector: TensorCollector, sample_stats: TensorCollector) -> TensorCollector:

@@ -236,12 +236,15 @@ def build_stats_model(
     min_max_tensors: Iterable[str],
     masked_tensors: Iterable[str] = (),
     types: dict[str, int] | None = None,
-) -> tuple[onnx.ModelProto, list[StatOutputs]]:
+    raw_tensors: Iterable[str] = (),
+) -> tuple[onnx.ModelProto, list[StatOutputs], dict[str, str]]:
     """Return a copy of `model` whose outputs are the statistics of the given tensors.
 
     The model's own outputs are dropped, so nothing but the reduced values is kept alive.
     `masked_tensors` get the slower statistics that leave out NaN and inf; the others
     report their sum, from which the caller sees whether they need masking.
+    `raw_tensors` (small ones) are not reduced but become float32 outputs themselves; the
+    third result maps each of them to its output name.
     The caller must ensure the model's opset is at least `HISTOGRAM_MIN_OPSET` when any
     histogram is requested, and at least `MIN_MAX_MIN_OPSET` otherwise.
     """
@@ -253,9 +256,21 @@ def build_stats_model(
     builder = _Builder(_Names(model))
 
     all_outputs: list[StatOutputs] = []
-    histogram_list = list(dict.fromkeys(histogram_tensors))
+    raw_list = list(dict.fromkeys(raw_tensors))
+    raw_set = set(raw_list)
+    histogram_list = [t for t in dict.fromkeys(histogram_tensors) if t not in raw_set]
     histogram_set = set(histogram_list)
-    min_max_list = [t for t in dict.fromkeys(min_max_tensors) if t not in histogram_set]
+    min_max_list = [
+        t for t in dict.fromkeys(min_max_tensors) if t not in histogram_set and t not in raw_set
+    ]
+    raw_outputs = {}
+    for tensor in raw_list:
+        if types.get(tensor) == TensorProto.FLOAT:
+            raw_outputs[tensor] = tensor
+        else:
+            cast = helper.make_node("Cast", [tensor], [builder.names("raw")], to=TensorProto.FLOAT)
+            graph.node.append(cast)
+            raw_outputs[tensor] = cast.output[0]
     for tensor in histogram_list + min_max_list:
         nodes, outputs = _stat_nodes(
             builder, tensor, types.get(tensor), tensor in histogram_set, tensor in masked_set
@@ -278,8 +293,42 @@ def build_stats_model(
         for name, elem_type in typed:
             if name is not None:
                 graph.output.append(helper.make_tensor_value_info(name, elem_type, None))
-    return stats_model, all_outputs
+    for name in raw_outputs.values():
+        graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return stats_model, all_outputs, raw_outputs
 
 
 def is_float_type(elem_type: int | None) -> bool:
     return elem_type in _FLOAT_TYPES
+
+
+def static_sizes(model: onnx.ModelProto, sample: dict[str, object]) -> dict[str, int]:
+    """Return the element count of every tensor whose shape follows from `sample`'s shapes.
+
+    The graph inputs get the sample's concrete shapes before shape inference runs, so
+    dynamic axes resolve wherever the ops allow it.
+    """
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for value in fixed.graph.input:
+        array = sample.get(value.name)
+        if array is None or not value.type.HasField("tensor_type"):
+            continue
+        shape = value.type.tensor_type.shape
+        shape.ClearField("dim")
+        for size in getattr(array, "shape", ()):
+            shape.dim.add().dim_value = int(size)
+    del fixed.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    except (onnx.shape_inference.InferenceError, ValueError):
+        return {}
+    sizes = {}
+    for value in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+        tensor_type = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
+            continue
+        dims = tensor_type.shape.dim
+        if all(d.HasField("dim_value") and d.dim_value >= 0 for d in dims):
+            sizes[value.name] = int(np.prod([d.dim_value for d in dims], dtype=np.int64))
+    return sizes

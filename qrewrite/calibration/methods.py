@@ -57,6 +57,29 @@ def percentile_range(histogram: Histogram, percent: float, symmetric: bool) -> T
     return TensorRange(quantile(histogram, cut_per_side), quantile(histogram, 1.0 - cut_per_side))
 
 
+def kl_divergences(counts: np.ndarray, ends: np.ndarray, levels: int) -> np.ndarray:
+    """Return `_kl_divergence(counts, end, levels)` for every end, in one numpy pass."""
+    ends = np.asarray(ends, np.int64)
+    bins = np.arange(counts.size)
+    inside = bins[None, :] < ends[:, None]
+    reference = np.where(inside, counts[None, :], 0).astype(np.float64)
+    tails = counts.sum() - np.cumsum(counts)[ends - 1]
+    reference[np.arange(ends.size), ends - 1] += tails
+    nonzero = reference > 0
+
+    chunk = np.where(inside, (bins[None, :] * levels) // ends[:, None], 0)
+    keys = (np.arange(ends.size)[:, None] * levels + chunk).ravel()
+    size = ends.size * levels
+    chunk_sum = np.bincount(keys, weights=reference.ravel(), minlength=size)
+    chunk_nonzero = np.bincount(keys, weights=nonzero.ravel(), minlength=size)
+    expanded_sum = chunk_sum[keys].reshape(reference.shape)
+    expanded_nonzero = np.maximum(chunk_nonzero[keys].reshape(reference.shape), 1)
+    expanded = np.where(nonzero, expanded_sum / expanded_nonzero, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(nonzero, reference * np.log(reference / expanded), 0.0)
+    return terms.sum(axis=1) / reference.sum(axis=1)
+
+
 def _kl_divergence(counts: np.ndarray, end: int, levels: int) -> float:
     reference = counts[:end].astype(np.float64)
     reference[-1] += counts[end:].sum()
@@ -104,7 +127,7 @@ def entropy_range(histogram: Histogram, grid: IntegerGrid) -> TensorRange:
     ends = list(range(first_end, counts.size + 1, step))
     if ends[-1] != counts.size:
         ends.append(counts.size)
-    divergences = [_kl_divergence(counts, end, levels) for end in ends]
+    divergences = kl_divergences(counts, np.array(ends), levels)
     best_end = ends[int(np.argmin(divergences))]
     threshold = best_end * absolute.width
     return TensorRange(max(histogram.min, -threshold), min(histogram.max, threshold))

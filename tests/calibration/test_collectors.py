@@ -130,3 +130,43 @@ def test_moving_average_update_and_merge():
     merged = average.merge(other)
     assert merged.batches == 3
     assert merged.max == (3.0 * 2 + 1.0) / 3
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(batches, min_size=1, max_size=6), st.data())
+def test_batch_stats_equal_single_updates(arrays, data):
+    from qrewrite.calibration.batch import batch_stats
+
+    wanted = data.draw(st.lists(st.booleans(), min_size=len(arrays), max_size=len(arrays)))
+    for array, want, (min_max, histogram) in zip(
+        arrays, wanted, batch_stats(arrays, wanted), strict=True
+    ):
+        assert min_max == MinMax().update(array)
+        if want:
+            assert histogram == Histogram().update(array)
+        else:
+            assert histogram is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(scaled_batches, min_size=1, max_size=6))
+def test_batch_stats_scaled_data(arrays):
+    from qrewrite.calibration.batch import batch_stats
+
+    results = batch_stats(arrays, [True] * len(arrays))
+    for array, (_, histogram) in zip(arrays, results, strict=True):
+        assert histogram == Histogram().update(array)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    hnp.arrays(np.int64, st.integers(130, 600), elements=st.integers(0, 1000)),
+    st.sampled_from([8, 16, 128]),
+)
+def test_vectorized_kl_equals_loop(counts, levels):
+    from qrewrite.calibration.methods import _kl_divergence, kl_divergences
+
+    counts[0] += 1  # at least one value
+    ends = np.arange(levels, counts.size + 1, 7)
+    expected = [_kl_divergence(counts, int(end), levels) for end in ends]
+    np.testing.assert_allclose(kl_divergences(counts, ends, levels), expected, rtol=1e-9)

@@ -11,6 +11,8 @@ from qrewrite.calibration.grid import IntegerGrid
 from qrewrite.config import CalibMethod, DataType, QConfig, ScaleType
 from qrewrite.quantization.qparams import params_from_range
 
+pytestmark = pytest.mark.usefixtures("small_tensor_path")
+
 HISTOGRAM_METHODS = [
     CalibMethod.Percentile,
     CalibMethod.Entropy,

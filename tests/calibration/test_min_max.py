@@ -9,6 +9,8 @@ from qrewrite.calibration import TensorRange, calibrate
 from qrewrite.config import CalibMethod, QConfig
 from qrewrite.errors import ConfigError
 
+pytestmark = pytest.mark.usefixtures("small_tensor_path")
+
 MINMAX = CalibMethod.MinMax
 
 

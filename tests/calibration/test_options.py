@@ -14,6 +14,8 @@ from qrewrite.calibration.requests import RangeRequest
 from qrewrite.config import CalibMethod, QConfig
 from qrewrite.errors import CalibrationDataError, ConfigError
 
+pytestmark = pytest.mark.usefixtures("small_tensor_path")
+
 REQUESTS = {"x": CalibMethod.MinMax, "doubled": CalibMethod.Percentile, "y": CalibMethod.Entropy}
 
 
@@ -130,16 +132,29 @@ def test_progress_bar_quiet_above_info(capsys):
         logger.setLevel(previous)
 
 
-def test_session_is_priority_based_with_small_outputs():
+def test_session_is_priority_based_with_small_outputs(small_tensor_path):
     requests = {t: RangeRequest(CalibMethod.Percentile) for t in ("x", "doubled", "y")}
     runner = StatsRunner.from_requests(relu_chain(), requests, options())
+    big = np.ones((5000, 4), np.float32)
+    runner.run({"x": big})
     session_options = runner.session.get_session_options()
     assert session_options.execution_order == ort.ExecutionOrder.PRIORITY_BASED
     names = {o.name for o in runner.session.get_outputs()}
     assert "y" not in names
-    big = np.ones((5000, 4), np.float32)
     for value in runner.session.run(None, {"x": big}):
         assert value.size <= GRAPH_HISTOGRAM_BINS
+
+
+def test_small_tensors_returned_whole(small_tensor_path):
+    requests = {t: RangeRequest(CalibMethod.Percentile) for t in ("x", "doubled", "y")}
+    runner = StatsRunner.from_requests(relu_chain(), requests, options())
+    runner.run({"x": np.ones((3, 4), np.float32)})
+    names = {o.name for o in runner.session.get_outputs()}
+    assert ("y" in names) == (small_tensor_path == "numpy")
+    # A returned tensor that grows past the limit is reduced in the graph afterwards.
+    stats = runner.run({"x": np.full((20000, 4), 2.0, np.float32)})
+    assert stats["y"].min_max.max == 4.0
+    assert "y" not in {o.name for o in runner.session.get_outputs()}
 
 
 def test_ranges_are_tensor_ranges():
