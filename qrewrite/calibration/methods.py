@@ -187,8 +187,10 @@ def compute_range(collector: TensorCollector, request: RangeRequest, options: An
             exponent = min_mse_exponent(histogram, grid)
         return power_of_two_range(exponent, stats.min, grid)
     elif method is CalibMethod.Distribution:
-        assert histogram is not None
-        result = TensorRange(histogram.min, histogram.max)
+        # onnxruntime's Distribution calibrator returns mean and standard deviation for
+        # float8 types, and its lowest and highest histogram edges as the range. qrewrite
+        # builds no float8 type, so the range, the min and max, is all that is used.
+        result = TensorRange(stats.min, stats.max)
     else:
         assert histogram is not None
         if method is CalibMethod.Percentile:

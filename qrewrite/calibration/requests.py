@@ -33,7 +33,9 @@ class RangeRequest:
 
     @property
     def needs_histogram(self) -> bool:
-        return self.method not in (CalibMethod.MinMax, PowerOfTwoMethod.NonOverflow)
+        # Distribution's range is the min and max (see methods.compute_range).
+        exact = (CalibMethod.MinMax, CalibMethod.Distribution, PowerOfTwoMethod.NonOverflow)
+        return self.method not in exact
 
 
 Request = CalibMethod | PowerOfTwoMethod | RangeRequest
