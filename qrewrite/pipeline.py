@@ -82,11 +82,19 @@ def remove_input_initializers(state: State) -> State:
 
 
 def simplify(state: State) -> State:
-    """Simplify with onnxslim: constant folding, dead code removal, shape cleanup."""
+    """Simplify with onnxslim: constant folding, dead code removal, shape cleanup.
+
+    onnxslim's own shape inference is skipped because `prepare` infers shapes anyway; on
+    PP-OCRv4 det that halves the stage (0.54 s to 0.30 s, onnxslim 0.1.98, 2-core x86_64).
+    """
     import onnxslim
 
     try:
-        proto = onnxslim.slim(_copy(state.proto), skip_fusion_patterns=_ONNXSLIM_SKIPPED_FUSIONS)
+        proto = onnxslim.slim(
+            _copy(state.proto),
+            skip_fusion_patterns=_ONNXSLIM_SKIPPED_FUSIONS,
+            no_shape_infer=True,
+        )
     except Exception as error:  # onnxslim raises many types; a failure must not stop the run
         logger.warning("onnxslim could not simplify the model (%s); continuing without it", error)
         return state
