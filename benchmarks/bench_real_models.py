@@ -47,6 +47,26 @@ LOGGER = logging.getLogger("bench_real_models")
 DET_TEXT_THRESHOLD = 0.3
 TOOLS = ("qrewrite", "onnxruntime")
 
+SECTION_INTRO = """
+Both tools quantize the same float model with the same calibration feeds and the same
+setting: QDQ, uint8 activations, int8 per-channel weights, MinMax calibration
+(onnxruntime through `quantize_static` with default extra options). Cosine is the
+similarity of each held-out sample's output to the float model's output, as mean / min
+over the samples. Time is the wall time of one quantize call, calibration included, from
+a single run, so it varies with machine load.
+
+Inputs: scikit-image sample images and rendered text pages for det, rendered text lines
+for rec and cls (every third cls line upside down), English sentences for MiniLM.
+Calibration and evaluation inputs are disjoint. The det cosine covers only the held-out
+images in which the float model finds text: on a photo without text its probability map
+is close to zero everywhere, so the cosine measures noise. The text-mask IoU covers every
+det image. Task columns compare quantized with float outputs: det text-mask IoU
+(probability above 0.3), rec lines whose greedy CTC decoding is identical and the
+character error rate against the float decoding, cls top-1 label agreement.
+"MiniLM-L6-v2, unpadded" feeds one sentence at a time, so no token is masked, which
+separates the attention-mask padding from the rest.
+"""
+
 
 @dataclass
 class ToolResult:
@@ -57,7 +77,7 @@ class ToolResult:
     seconds: float | None = None
     loads: bool = False
     cosines: list[float] = field(default_factory=list)
-    agreement: float | None = None
+    agreement: str | None = None
     error: str | None = None
 
 
@@ -70,7 +90,7 @@ class ModelResult:
     calibration_samples: int
     evaluation_samples: int
     cosine_samples: int
-    agreement_metric: str
+    has_agreement: bool
     tools: dict[str, ToolResult]
 
 
@@ -81,8 +101,7 @@ class ModelCase:
     name: str
     locate: Callable[[], Path]
     make_inputs: Callable[[], inputs.InputSplit]
-    agreement_metric: str
-    agreement: Callable[[list[np.ndarray], list[np.ndarray]], float] | None
+    agreement: Callable[[list[np.ndarray], list[np.ndarray]], str] | None
     # Predicate on one sample of the float output: True keeps the sample in the cosine
     # statistics. None keeps every sample.
     cosine_filter: Callable[[np.ndarray], bool] | None = None
@@ -173,12 +192,13 @@ def per_sample_cosines(
     return cosines
 
 
-def det_mask_iou(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
-    """Return the IoU of the text masks (probability above 0.3) over all images."""
+def det_mask_iou(reference: list[np.ndarray], candidate: list[np.ndarray]) -> str:
+    """Format the IoU of the text masks (probability above 0.3) over all images."""
     expected = np.concatenate([r.ravel() for r in reference]) > DET_TEXT_THRESHOLD
     actual = np.concatenate([c.ravel() for c in candidate]) > DET_TEXT_THRESHOLD
     union = np.logical_or(expected, actual).sum()
-    return float(np.logical_and(expected, actual).sum() / union) if union else 1.0
+    iou = float(np.logical_and(expected, actual).sum() / union) if union else 1.0
+    return f"text-mask IoU {iou:.0%}"
 
 
 def contains_text(det_output: np.ndarray) -> bool:
@@ -187,28 +207,59 @@ def contains_text(det_output: np.ndarray) -> bool:
 
 
 def ctc_greedy_ids(probabilities: np.ndarray) -> tuple[int, ...]:
-    """Decode one rec output [T, classes] greedily: merge repeats, drop blank (class 0)."""
+    """Decode one rec output [T, classes] greedily to class ids without padding spaces.
+
+    Repeats merge and the blank (class 0) is dropped. The last class is the space that
+    rapidocr appends to the character list, and spaces at either end are stripped
+    because they are padding, not text.
+    """
     best = probabilities.argmax(axis=-1)
     keep = np.ones_like(best, dtype=bool)
     keep[1:] = best[1:] != best[:-1]
-    return tuple(int(i) for i in best[keep] if i != 0)
+    ids = [int(i) for i in best[keep] if i != 0]
+    space = probabilities.shape[-1] - 1
+    while ids and ids[0] == space:
+        ids.pop(0)
+    while ids and ids[-1] == space:
+        ids.pop()
+    return tuple(ids)
 
 
-def rec_text_match(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
-    """Return the fraction of lines whose greedy decoded text equals the float model's."""
-    matches = [
-        ctc_greedy_ids(expected) == ctc_greedy_ids(actual)
+def edit_distance(first: tuple[int, ...], second: tuple[int, ...]) -> int:
+    """Return the Levenshtein distance between two sequences."""
+    previous = list(range(len(second) + 1))
+    for i, item in enumerate(first, start=1):
+        current = [i]
+        for j, other in enumerate(second, start=1):
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (item != other))
+            )
+        previous = current
+    return previous[-1]
+
+
+def rec_text_agreement(reference: list[np.ndarray], candidate: list[np.ndarray]) -> str:
+    """Compare greedy decodings: lines with identical text, and the character error rate.
+
+    The error rate is the edit distance to the float model's text over its length,
+    summed over all lines.
+    """
+    pairs = [
+        (ctc_greedy_ids(expected), ctc_greedy_ids(actual))
         for expected_batch, actual_batch in zip(reference, candidate, strict=True)
         for expected, actual in zip(expected_batch, actual_batch, strict=True)
     ]
-    return float(np.mean(matches))
+    same = np.mean([expected == actual for expected, actual in pairs])
+    errors = sum(edit_distance(expected, actual) for expected, actual in pairs)
+    length = sum(len(expected) for expected, _ in pairs)
+    return f"same text {same:.0%}, CER {errors / max(length, 1):.1%}"
 
 
-def label_match(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
-    """Return the fraction of samples whose top-1 label equals the float model's."""
+def label_match(reference: list[np.ndarray], candidate: list[np.ndarray]) -> str:
+    """Format the fraction of samples whose top-1 label equals the float model's."""
     expected = np.concatenate([r.argmax(axis=-1) for r in reference])
     actual = np.concatenate([c.argmax(axis=-1) for c in candidate])
-    return float((expected == actual).mean())
+    return f"same label {(expected == actual).mean():.0%}"
 
 
 def export_minilm_path() -> Path:
@@ -223,7 +274,6 @@ def model_cases(det_height: int, det_width: int) -> list[ModelCase]:
             "PP-OCRv4 det",
             lambda: ocr_model_path("ppocr-det"),
             lambda: inputs.det_split(det_height, det_width),
-            "text-mask IoU",
             det_mask_iou,
             cosine_filter=contains_text,
         ),
@@ -231,22 +281,19 @@ def model_cases(det_height: int, det_width: int) -> list[ModelCase]:
             "PP-OCRv4 rec",
             lambda: ocr_model_path("ppocr-rec"),
             inputs.rec_split,
-            "same decoded text",
-            rec_text_match,
+            rec_text_agreement,
         ),
         ModelCase(
             "PP-OCR cls",
             lambda: ocr_model_path("ppocr-cls"),
             inputs.cls_split,
-            "same label",
             label_match,
         ),
-        ModelCase("MiniLM-L6-v2", export_minilm_path, inputs.minilm_split, "", None),
+        ModelCase("MiniLM-L6-v2", export_minilm_path, inputs.minilm_split, None),
         ModelCase(
             "MiniLM-L6-v2, unpadded",
             export_minilm_path,
             lambda: inputs.minilm_split(batch_size=1),
-            "",
             None,
         ),
     ]
@@ -309,7 +356,7 @@ def measure_model(case: ModelCase) -> ModelResult:
         calibration_samples=sum(len(next(iter(feed.values()))) for feed in split.calibration),
         evaluation_samples=sum(len(output) for output in float_outputs),
         cosine_samples=len(per_sample_cosines(float_outputs, float_outputs, case.cosine_filter)),
-        agreement_metric=case.agreement_metric,
+        has_agreement=case.agreement is not None,
         tools=tools,
     )
 
@@ -333,32 +380,16 @@ def cosine_cell(result: ToolResult) -> str:
 
 
 def agreement_cell(model: ModelResult, result: ToolResult) -> str:
-    if not model.agreement_metric:
+    if not model.has_agreement:
         return "–"
-    if result.agreement is None:
-        return "failed"
-    return f"{model.agreement_metric} {result.agreement:.0%}"
+    return result.agreement or "failed"
 
 
 def format_markdown(results: list[ModelResult], command: str, total_seconds: float) -> str:
     lines = [
         "## Real pretrained models",
         "",
-        "Both tools quantize the same float model with the same calibration feeds and the",
-        "same setting: QDQ, uint8 activations, int8 per-channel weights, MinMax calibration",
-        "(onnxruntime through `quantize_static` with default extra options). Cosine is the",
-        "similarity of each held-out sample's output to the float model's output, as mean",
-        "/ min over the samples. Time is the wall time of one quantize call, calibration",
-        "included. Inputs: scikit-image sample images and rendered text pages for det,",
-        "rendered text lines for rec and cls (every third cls line upside down),",
-        "English sentences for MiniLM. Calibration and evaluation inputs are disjoint.",
-        "The det cosine covers only the held-out images in which the float model finds",
-        "text: on a photo without text its probability map is close to zero everywhere,",
-        "so the cosine measures noise. The text-mask IoU covers every det image.",
-        "Task columns compare quantized with float outputs: det text-mask IoU",
-        "(probability above 0.3), rec lines whose greedy CTC decoding is identical, cls",
-        'top-1 label agreement. "MiniLM-L6-v2, unpadded" feeds one sentence at a time,',
-        "so no token is masked, which separates the attention-mask padding from the rest.",
+        SECTION_INTRO.strip(),
         "",
         "| model | calibration samples | held-out samples (in cosine) "
         "| cosine qrewrite | cosine onnxruntime | task qrewrite | task onnxruntime |",
