@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from qrewrite.calibration.collectors import Histogram
-from qrewrite.calibration.engine import TensorCollector
 from qrewrite.calibration.grid import IntegerGrid, grid_for
 from qrewrite.calibration.power_of_two import (
     bin_values,
@@ -22,6 +21,7 @@ from qrewrite.calibration.power_of_two import (
 )
 from qrewrite.calibration.ranges import TensorRange
 from qrewrite.calibration.requests import PowerOfTwoMethod, RangeRequest
+from qrewrite.calibration.tensor_collector import TensorCollector
 from qrewrite.config.enums import CalibMethod
 
 # Clipping ranges MinMSE tries: the full range scaled by 1/100, 2/100, ..., 1.

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from qrewrite.calibration.engine import StatsPlan
+from qrewrite.calibration.runner import StatsPlan
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +33,16 @@ def _worker(
     tasks: Any,
     results: Any,
 ) -> None:
-    from qrewrite.calibration.engine import StatsRunner, absorb
+    from qrewrite.calibration.runner import StatsRunner
+    from qrewrite.calibration.tensor_collector import absorb
 
     try:
         runner = StatsRunner(plan, threads)
         while (sample := tasks.get()) is not None:
             for tensor, stats in runner.run(sample).items():
                 collectors[tensor] = absorb(collectors[tensor], stats)
+        for tensor, stats in runner.flush().items():
+            collectors[tensor] = absorb(collectors[tensor], stats)
         results.put(("done", collectors))
     except BaseException as error:  # report every failure to the main process
         results.put(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))

@@ -6,8 +6,8 @@ from model_factory import log_model, relu_chain
 
 from qrewrite.calibration import PowerOfTwoMethod, RangeRequest, TensorRange, calibrate
 from qrewrite.calibration.collectors import Histogram
-from qrewrite.calibration.engine import StatsRunner
 from qrewrite.calibration.grid import IntegerGrid
+from qrewrite.calibration.runner import StatsRunner
 from qrewrite.config import CalibMethod, DataType, QConfig, ScaleType
 from qrewrite.quantization.qparams import params_from_range
 
@@ -22,6 +22,13 @@ HISTOGRAM_METHODS = [
     PowerOfTwoMethod.MinMSE,
 ]
 ALL_METHODS = [CalibMethod.MinMax, PowerOfTwoMethod.NonOverflow, *HISTOGRAM_METHODS]
+
+
+def run_sample(runner, sample):
+    """Return the statistics of one sample, including the buffered small tensors."""
+    stats = runner.run(sample)
+    stats.update(runner.flush())
+    return stats
 
 
 def options(**kwargs):
@@ -54,7 +61,7 @@ def test_graph_histogram_equals_numpy_histogram():
         x = (rng.standard_normal((int(rng.integers(1, 50)), 4)) * scale).astype(np.float32)
         if trial % 5 == 0:
             x[:] = x[0, 0]
-        stats = runner.run({"x": x})
+        stats = run_sample(runner, {"x": x})
         expected = {"x": x, "doubled": x * 2, "y": np.maximum(x * 2, 0)}
         for tensor, values in expected.items():
             assert stats[tensor].histogram == Histogram().update(values), (trial, tensor)
@@ -64,7 +71,7 @@ def test_graph_histogram_skips_nan_and_inf():
     requests = {"y": RangeRequest(CalibMethod.Entropy)}
     runner = StatsRunner.from_requests(log_model(), requests, options())
     x = np.array([-1, 0, 1, 2, 3, 0.5], np.float32)
-    stats = runner.run({"x": x})["y"]
+    stats = run_sample(runner, {"x": x})["y"]
     with np.errstate(divide="ignore", invalid="ignore"):
         expected = Histogram().update(np.log(x))
     assert stats.histogram == expected

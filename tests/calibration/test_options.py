@@ -7,16 +7,23 @@ import pytest
 from model_factory import relu_chain
 
 from qrewrite.calibration import TensorRange, calibrate
-from qrewrite.calibration.engine import StatsRunner
 from qrewrite.calibration.figures import histogram_folder_for
 from qrewrite.calibration.graph import GRAPH_HISTOGRAM_BINS
 from qrewrite.calibration.requests import RangeRequest
+from qrewrite.calibration.runner import StatsRunner
 from qrewrite.config import CalibMethod, QConfig
 from qrewrite.errors import CalibrationDataError, ConfigError
 
 pytestmark = pytest.mark.usefixtures("small_tensor_path")
 
 REQUESTS = {"x": CalibMethod.MinMax, "doubled": CalibMethod.Percentile, "y": CalibMethod.Entropy}
+
+
+def run_sample(runner, sample):
+    """Return the statistics of one sample, including the buffered small tensors."""
+    stats = runner.run(sample)
+    stats.update(runner.flush())
+    return stats
 
 
 def options(**kwargs):
@@ -136,7 +143,7 @@ def test_session_is_priority_based_with_small_outputs(small_tensor_path):
     requests = {t: RangeRequest(CalibMethod.Percentile) for t in ("x", "doubled", "y")}
     runner = StatsRunner.from_requests(relu_chain(), requests, options())
     big = np.ones((5000, 4), np.float32)
-    runner.run({"x": big})
+    run_sample(runner, {"x": big})
     session_options = runner.session.get_session_options()
     assert session_options.execution_order == ort.ExecutionOrder.PRIORITY_BASED
     names = {o.name for o in runner.session.get_outputs()}
@@ -148,11 +155,11 @@ def test_session_is_priority_based_with_small_outputs(small_tensor_path):
 def test_small_tensors_returned_whole(small_tensor_path):
     requests = {t: RangeRequest(CalibMethod.Percentile) for t in ("x", "doubled", "y")}
     runner = StatsRunner.from_requests(relu_chain(), requests, options())
-    runner.run({"x": np.ones((3, 4), np.float32)})
+    run_sample(runner, {"x": np.ones((3, 4), np.float32)})
     names = {o.name for o in runner.session.get_outputs()}
     assert ("y" in names) == (small_tensor_path == "numpy")
     # A returned tensor that grows past the limit is reduced in the graph afterwards.
-    stats = runner.run({"x": np.full((20000, 4), 2.0, np.float32)})
+    stats = run_sample(runner, {"x": np.full((20000, 4), 2.0, np.float32)})
     assert stats["y"].min_max.max == 4.0
     assert "y" not in {o.name for o in runner.session.get_outputs()}
 
@@ -162,3 +169,13 @@ def test_ranges_are_tensor_ranges():
     for tensor_range in ranges.values():
         assert isinstance(tensor_range, TensorRange)
         assert tensor_range.min <= tensor_range.max
+
+
+def test_buffered_small_tensors_give_same_ranges(monkeypatch):
+    from qrewrite.calibration import runner
+
+    data = samples(count=7)
+    unbuffered = calibrate(relu_chain(), REQUESTS, data, options())
+    monkeypatch.setattr(runner, "RAW_BUFFER_ELEMENTS", 500)
+    buffered = calibrate(relu_chain(), REQUESTS, data, options())
+    assert buffered == unbuffered

@@ -1,0 +1,268 @@
+"""The onnxruntime session of the calibration graph, and the statistics of one sample."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from qrewrite.calibration import graph
+from qrewrite.calibration.batch import batch_stats
+from qrewrite.calibration.collectors import Histogram, MinMax
+from qrewrite.calibration.requests import RangeRequest
+from qrewrite.calibration.tensor_collector import TensorCollector, empty_collector
+from qrewrite.errors import ConfigError, ModelInputError
+
+logger = logging.getLogger(__name__)
+
+# onnxruntime cannot take a serialized model above 2 GiB; larger ones go through a file.
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+def _with_opset(model: onnx.ModelProto, needed: int) -> onnx.ModelProto:
+    current = graph.default_opset(model)
+    if current >= needed:
+        return model
+    logger.info(
+        "converting the calibration copy of the model from opset %d to %d for its reductions",
+        current,
+        needed,
+    )
+    try:
+        converted = onnx.version_converter.convert_version(model, needed)
+    except Exception as error:  # the converter raises bare RuntimeErrors and others
+        raise ModelInputError(
+            f"the model has opset {current}, and converting it to opset {needed} for "
+            f"calibration failed: {error}. Convert the model with ConvertOpsetVersion={needed}"
+        ) from error
+    converted.ir_version = max(converted.ir_version, 8)
+    return converted
+
+
+def _session_options() -> ort.SessionOptions:
+    session_options = ort.SessionOptions()
+    # Run each reduction right after the node that produces its tensor, so the tensor can
+    # be freed before the next large one is computed.
+    session_options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    session_options.log_severity_level = 3
+    return session_options
+
+
+def check_providers(options: Any) -> list[str]:
+    """Return ExecutionProviders as a list, after checking that onnxruntime has each one."""
+    available = ort.get_available_providers()
+    for provider in options.ExecutionProviders:
+        if provider not in available:
+            raise ConfigError(
+                f"ExecutionProviders: {provider!r} is not available in this onnxruntime; "
+                f"available: {', '.join(available)}"
+            )
+    return list(options.ExecutionProviders)
+
+
+def model_source(stats_model: onnx.ModelProto, folder: str | None) -> bytes | str:
+    """Return the serialized model, or the path of a saved copy when it exceeds 2 GiB."""
+    if stats_model.ByteSize() < _PROTOBUF_LIMIT:
+        return stats_model.SerializeToString()
+    if folder is None:
+        raise ModelInputError("a calibration model above 2 GiB needs a temporary folder")
+    handle, path = tempfile.mkstemp(prefix="calibration-", suffix=".onnx", dir=folder)
+    os.close(handle)
+    location = Path(path).name + ".data"
+    onnx.save(stats_model, path, save_as_external_data=True, location=location)
+    return path
+
+
+@attrs.frozen
+class StatsPlan:
+    """The inputs of the calibration graph: source model, tensors of each kind, providers."""
+
+    model: onnx.ModelProto
+    histogram_tensors: tuple[str, ...]
+    min_max_tensors: tuple[str, ...]
+    types: dict[str, int] = attrs.field(eq=False)
+    providers: tuple[str, ...]
+    folder: str | None = None
+    # Tensors whose collectors need each sample's statistics on their own: moving
+    # averages and MostCommon votes.
+    per_sample_tensors: tuple[str, ...] = ()
+
+    @classmethod
+    def create(
+        cls,
+        model: onnx.ModelProto,
+        collectors: Mapping[str, TensorCollector],
+        options: Any,
+        folder: str | None = None,
+    ) -> StatsPlan:
+        histograms = tuple(t for t, c in collectors.items() if c.histogram is not None)
+        min_max_only = tuple(t for t in collectors if t not in set(histograms))
+        needed = graph.HISTOGRAM_MIN_OPSET if histograms else graph.MIN_MAX_MIN_OPSET
+        source = _with_opset(model, needed)
+        types = graph.tensor_types(source)
+        providers = tuple(check_providers(options))
+        per_sample = tuple(
+            t for t, c in collectors.items() if c.moving_average is not None or c.votes is not None
+        )
+        return cls(source, histograms, min_max_only, types, providers, folder, per_sample)
+
+
+# Tensors with at most this many elements in the first sample are returned whole and
+# reduced in numpy (see `batch`): below this size the reduction nodes cost more than the
+# copy. A returned tensor that later grows past RAW_MAX_ELEMENTS is reduced in the graph
+# from the next sample on.
+RAW_ELEMENTS = 4096
+RAW_MAX_ELEMENTS = 16 * RAW_ELEMENTS
+# Returned tensors of several samples are kept until they hold this many elements (64 MiB
+# of float32) and then reduced together, which merges each tensor's histogram once per
+# batch instead of once per sample. Merging is exact, so the result is the same.
+RAW_BUFFER_ELEMENTS = 2**24
+
+
+class StatsRunner:
+    """A calibration session that returns the statistics of one sample at a time.
+
+    The session is built at the first sample, whose input shapes decide which tensors are
+    small enough to be returned whole. The other tensors start with the fast statistics.
+    When a sample shows NaN or inf in one of them, the graph is rebuilt with the masked
+    statistics for that tensor and the sample runs again, so the common case pays nothing
+    for NaN handling.
+    """
+
+    def __init__(self, plan: StatsPlan, threads: int = 0) -> None:
+        self.plan = plan
+        self.threads = threads
+        self.masked: set[str] = set()
+        self.raw: set[str] = set()
+        self.session: ort.InferenceSession | None = None
+        self.pending: dict[str, list[np.ndarray]] = {}
+        self.pending_elements = 0
+
+    @classmethod
+    def from_requests(
+        cls, model: onnx.ModelProto, requests: Mapping[str, RangeRequest], options: Any
+    ) -> StatsRunner:
+        """Return a runner for `requests` that keeps its models in memory."""
+        collectors = {t: empty_collector(r, options) for t, r in requests.items()}
+        return cls(StatsPlan.create(model, collectors, options))
+
+    def _choose_raw(self, sample: Mapping[str, np.ndarray]) -> None:
+        sizes = graph.static_sizes(self.plan.model, dict(sample))
+        requested = (*self.plan.histogram_tensors, *self.plan.min_max_tensors)
+        limit = RAW_ELEMENTS
+        self.raw = {t for t in requested if sizes.get(t, limit + 1) <= limit}
+        logger.debug("returning %d small tensors whole", len(self.raw))
+
+    def _build(self) -> None:
+        plan = self.plan
+        stats_model, self.outputs, self.raw_outputs = graph.build_stats_model(
+            plan.model,
+            plan.histogram_tensors,
+            plan.min_max_tensors,
+            self.masked,
+            plan.types,
+            self.raw,
+        )
+        source = model_source(stats_model, plan.folder)
+        del stats_model
+        session_options = _session_options()
+        session_options.intra_op_num_threads = self.threads
+        self.session = ort.InferenceSession(
+            source, session_options, providers=list(plan.providers)
+        )
+        self.output_names = [name for o in self.outputs for name in o.names()]
+        self.output_names += list(self.raw_outputs.values())
+
+    def run(self, sample: Mapping[str, np.ndarray]) -> dict[str, TensorCollector]:
+        """Run one sample and return statistics of the tensors that are ready.
+
+        Reduced tensors and per-sample tensors are always ready. Small tensors returned
+        whole wait in a buffer and come back, covering several samples, when it is full
+        or from `flush`.
+        """
+        if self.session is None:
+            self._choose_raw(sample)
+            self._build()
+        stats, unmasked, raw_arrays = self._run_once(sample)
+        if unmasked:
+            logger.debug("leaving NaN and inf out of %d more tensors", len(unmasked))
+            self.masked |= unmasked
+            self._build()
+            stats, _, raw_arrays = self._run_once(sample)
+
+        per_sample = set(self.plan.per_sample_tensors)
+        now = {t: a for t, a in raw_arrays.items() if t in per_sample}
+        stats.update(self._reduce_whole(now))
+        for tensor, array in raw_arrays.items():
+            if tensor not in per_sample:
+                self.pending.setdefault(tensor, []).append(array)
+                self.pending_elements += array.size
+        if self.pending_elements >= RAW_BUFFER_ELEMENTS:
+            stats.update(self.flush())
+
+        grown = {t for t, array in raw_arrays.items() if array.size > RAW_MAX_ELEMENTS}
+        if grown:
+            logger.debug("reducing %d grown tensors in the graph from now on", len(grown))
+            self.raw -= grown
+            self._build()
+        return stats
+
+    def flush(self) -> dict[str, TensorCollector]:
+        """Return the statistics of the buffered tensors, over all their buffered samples."""
+        joined = {
+            tensor: np.concatenate([array.ravel() for array in parts])
+            for tensor, parts in self.pending.items()
+        }
+        self.pending = {}
+        self.pending_elements = 0
+        return self._reduce_whole(joined)
+
+    def _reduce_whole(self, arrays: Mapping[str, np.ndarray]) -> dict[str, TensorCollector]:
+        histogram_tensors = set(self.plan.histogram_tensors)
+        wanted = [t in histogram_tensors for t in arrays]
+        reduced = batch_stats(list(arrays.values()), wanted)
+        return {
+            tensor: TensorCollector(min_max, None, histogram)
+            for tensor, (min_max, histogram) in zip(arrays, reduced, strict=True)
+        }
+
+    def _run_once(
+        self, sample: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, TensorCollector], set[str], dict[str, np.ndarray]]:
+        """Return the reduced tensors' statistics, tensors that need masking, raw tensors."""
+        assert self.session is not None
+        fetched = self.session.run(self.output_names, sample)
+        values = dict(zip(self.output_names, fetched, strict=True))
+        result, unmasked = {}, set()
+        raw_arrays = {tensor: values[name] for tensor, name in self.raw_outputs.items()}
+        for outputs in self.outputs:
+            size = int(values[outputs.size])
+            check = values[outputs.check]
+            if not outputs.masked and not np.isfinite(check):
+                unmasked.add(outputs.tensor)
+                continue
+            nonfinite = int(check) if outputs.masked else 0
+            count = size - nonfinite
+            low, high = float(values[outputs.min]), float(values[outputs.max])
+            histogram = None
+            if outputs.counts is not None:
+                histogram = Histogram()
+                if count > 0:
+                    histogram = Histogram.from_graph(
+                        float(values[outputs.exponent]),
+                        float(values[outputs.first_bin]),
+                        values[outputs.counts],
+                        low,
+                        high,
+                    )
+            min_max = MinMax(count, nonfinite, low, high) if count > 0 else MinMax(0, nonfinite)
+            result[outputs.tensor] = TensorCollector(min_max, None, histogram)
+        return result, unmasked, raw_arrays
