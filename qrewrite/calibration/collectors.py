@@ -89,8 +89,8 @@ class MovingAverageMinMax:
     def merge(self, other: MovingAverageMinMax) -> MovingAverageMinMax:
         """Average the two states weighted by their batch counts.
 
-        NOTE: a moving average depends on the order of batches, so this merge is only an
-        approximation of one pass over both halves; it is exact when either side is empty.
+        NOTE: a moving average depends on the order of batches, so this merge only
+        approximates one pass over both halves. It is exact when either side is empty.
         """
         if other.batches == 0:
             return self

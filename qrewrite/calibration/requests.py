@@ -1,4 +1,4 @@
-"""What the quantizer asks calibration for: a method per tensor, and the power-of-two methods."""
+"""Range requests: the method and integer grid the quantizer needs for each tensor."""
 
 from __future__ import annotations
 

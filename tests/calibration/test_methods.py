@@ -242,7 +242,7 @@ def test_power_of_two_range_gives_chosen_scale():
                     assert float(params.scale) == 2.0**exponent
 
 
-def test_power_of_two_min_mse_not_worse_than_non_overflow():
+def test_power_of_two_min_mse_clips_outlier():
     samples = gaussian_samples(outlier=40.0)
     values = np.concatenate([s["x"].ravel() for s in samples])
     grid = IntegerGrid(8, True, True)
