@@ -357,3 +357,27 @@ def test_already_quantized_model_rejected() -> None:
     quantized = quantize(conv_gemm_model())
     with pytest.raises(ModelInputError, match="already quantized"):
         quantize(quantized)
+
+
+def test_gather_on_constant_table_stores_integers() -> None:
+    table = _w(50, 8)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["e"], axis=0, name="gather"),
+        helper.make_node("MatMul", ["e", "w"], ["y"], name="matmul"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "embedding",
+        [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [2, 5])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 5, 4])],
+        [tensor("table", table), tensor("w", _w(8, 4))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = [{"ids": np.random.default_rng(i).integers(0, 50, (2, 5))} for i in range(3)]
+
+    quantized = quantize(model, feeds)
+
+    table_dq = dq_feeding(quantized, "gather", 0)
+    assert initializer(quantized, table_dq.input[0]).dtype == np.uint8
+    assert not any(i.name == "table" for i in quantized.graph.initializer)
+    assert min_cosine(model, quantized, feeds) > 0.99

@@ -215,8 +215,13 @@ class _Selector:
         ):
             return False
         if role.shares_input_params and not self.options.ForceQuantizeNoInputCheck:
+            # A data-movement op follows its input: quantized when the input already is,
+            # or when the input is a constant table (an embedding read by Gather), which
+            # is then stored as integers.
             data = node.inputs[0] if node.inputs else None
-            return data is not None and (data.name or "") in self.output_targets
+            if data is None:
+                return False
+            return (data.name or "") in self.output_targets or constant_array(data) is not None
         return True
 
     def visit(
