@@ -51,6 +51,8 @@ class State:
     model: ir.Model | None = None
     selection: Selection | None = None
     ranges: dict[str, Any] | None = None
+    # Per-channel peaks for KeepOutlierTensorsFloat; None when that rule is off.
+    channel_peaks: dict[str, Any] | None = None
     plan: Plan | None = None
     notes: tuple[str, ...] = ()
 
@@ -193,6 +195,7 @@ def _apply_planner(state: State, *, after_calibration: bool) -> State:
         config=state.config,
         selection=state.selection,
         ranges=state.ranges,
+        channel_peaks=state.channel_peaks,
     )
     selection = apply_planner_rules(PLANNER_RULES, context, after_calibration=after_calibration)
     return attrs.evolve(state, selection=selection)
@@ -216,9 +219,18 @@ def calibrate_ranges(state: State) -> State:
         return attrs.evolve(state, ranges={})
     histogram_folder = None
     if state.config.options.SaveTensorHistFig and state.output_path is not None:
-        histogram_folder = histogram_folder_for(state.output_path)
+        histogram_folder = histogram_folder_for(os.fspath(state.output_path))
+    peak_collector = None
+    if state.config.options.KeepOutlierTensorsFloat:
+        from qrewrite.calibration.channel_peaks import ChannelPeakCollector
+
+        peak_collector = ChannelPeakCollector(
+            proto, state.model.graph, requests, state.config.options.ExecutionProviders
+        )
+        samples = peak_collector.observe(samples)
     ranges = calibrate(proto, requests, samples, state.config.options, histogram_folder)
-    return attrs.evolve(state, ranges=dict(ranges))
+    channel_peaks = None if peak_collector is None else peak_collector.peaks()
+    return attrs.evolve(state, ranges=dict(ranges), channel_peaks=channel_peaks)
 
 
 def plan_parameters(state: State) -> State:

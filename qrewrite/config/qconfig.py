@@ -149,7 +149,7 @@ class QConfig:
         if options.Int16Bias and kwargs.get("Int32Bias") is True:
             raise ConfigError("Int16Bias and Int32Bias are both True; set only one of them")
 
-        self.__attrs_init__(  # type: ignore[attr-defined]
+        self.__attrs_init__(
             global_config=global_config,
             specific_layer_config=_layer_map(
                 specific_layer_config, "specific_layer_config", allow_none=False

@@ -7,6 +7,7 @@ how many scales the tensor gets. Specs are frozen values, validated when constru
 
 from __future__ import annotations
 
+import enum
 from typing import Any, ClassVar
 
 import attrs
@@ -21,11 +22,11 @@ def _default_symmetric(spec: QTensorConfig) -> bool:
     return spec.data_type.signed
 
 
-def _check_enum(kind: type, built: frozenset[Any]) -> Any:
+def _check_enum(kind: type[enum.Enum], built: frozenset[Any]) -> Any:
     def check(instance: QTensorConfig, attribute: attrs.Attribute[Any], value: Any) -> None:
         spec_name = type(instance).__name__
         if not isinstance(value, kind):
-            choices = ", ".join(f"{kind.__name__}.{m.name}" for m in kind)  # type: ignore[attr-defined]
+            choices = ", ".join(f"{kind.__name__}.{m.name}" for m in kind)
             raise ConfigError(
                 f"{spec_name}.{attribute.name} must be one of {choices}, got {value!r}"
             )

@@ -8,9 +8,9 @@ import onnx_ir as ir
 def _graph_names(graph: ir.Graph, names: set[str]) -> None:
     if graph.name:
         names.add(graph.name)
-    for value in (*graph.inputs, *graph.outputs, *graph.initializers.values()):
-        if value.name:
-            names.add(value.name)
+    for graph_value in (*graph.inputs, *graph.outputs, *graph.initializers.values()):
+        if graph_value.name:
+            names.add(graph_value.name)
     for node in graph:
         if node.name:
             names.add(node.name)

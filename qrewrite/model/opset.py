@@ -24,7 +24,7 @@ def _specs(config: QConfig) -> list[QTensorConfig]:
     for data_type in config.layer_type_config or {}:
         if data_type is not None:
             layers.append(config.global_config.with_data_type(data_type))
-    specs = []
+    specs: list[QTensorConfig] = []
     for layer in layers:
         specs.extend(spec for spec in (layer.activation, layer.weight) if spec is not None)
     return specs
@@ -44,7 +44,7 @@ def required_opset(config: QConfig) -> tuple[int, str]:
     if (
         config.options.PerChannelWeightsByDefault
         and weights_quantized
-        and PER_CHANNEL_OPSET > needed
+        and needed < PER_CHANNEL_OPSET
     ):
         needed, reason = PER_CHANNEL_OPSET, "per-channel weights (PerChannelWeightsByDefault)"
     if config.options.Int16Bias and needed < 21:

@@ -45,7 +45,7 @@ class _Writer:
             name=name,
             const_value=tensor,
             type=ir.TensorType(tensor.dtype),
-            shape=ir.Shape(tensor.shape),
+            shape=ir.Shape(array.shape),
         )
         self.graph.register_initializer(value)
         return value

@@ -53,7 +53,8 @@ class Plan:
 def _activation_params(
     members: list[Target], ranges: Mapping[str, RangeLike], constants: Mapping[str, np.ndarray]
 ) -> QuantParams:
-    lows, highs = [], []
+    lows: list[float] = []
+    highs: list[float] = []
     for target in members:
         if target.constant:
             low, high = channel_range(constants[target.key], None)
@@ -70,10 +71,10 @@ def _activation_params(
             logger.warning("no calibrated range for tensor %r; using [0, 0]", target.tensor)
     spec = members[0].spec
     assert spec is not None
-    low = min(lows, default=0.0)
-    high = max(highs, default=0.0)
+    group_low = min(lows, default=0.0)
+    group_high = max(highs, default=0.0)
     return params_from_range(
-        low, high, spec.data_type, symmetric=spec.symmetric, scale_type=spec.scale_type
+        group_low, group_high, spec.data_type, symmetric=spec.symmetric, scale_type=spec.scale_type
     )
 
 
