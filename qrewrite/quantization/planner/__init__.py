@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
+import numpy as np
 import onnx_ir as ir
 
 from qrewrite.config import QConfig
@@ -27,6 +28,8 @@ class PlannerContext:
     selection: Selection
     # Calibrated ranges by tensor name; None before calibration.
     ranges: Mapping[str, Any] | None = None
+    # Max |x| of each slice along the last axis, by tensor name; None when not collected.
+    channel_peaks: Mapping[str, np.ndarray] | None = None
 
 
 @attrs.frozen
