@@ -74,13 +74,15 @@ def batch_stats(
     offsets = np.concatenate([[0], np.cumsum(spans)[:-1]])
 
     # Per element: the index of its tensor among `binned`, or -1.
-    owner = np.full(len(present), -1, np.int64)
-    owner[binned] = np.arange(len(binned))
+    owner = np.full(len(present), -1, np.int32)
+    owner[binned] = np.arange(len(binned), dtype=np.int32)
     element_owner = np.repeat(owner, sizes)
     keep = finite & (element_owner >= 0)
     kept_owner = element_owner[keep]
-    bins = np.floor(values[keep] * inverse[kept_owner]).astype(np.int64)
-    positions = bins - first_bins[kept_owner] + offsets[kept_owner]
+    del element_owner
+    positions = np.floor(values[keep] * inverse[kept_owner]).astype(np.int64)
+    positions -= first_bins[kept_owner] - offsets[kept_owner]
+    del keep, kept_owner
     counts = np.bincount(positions, minlength=int(spans.sum()))
 
     for index, slot in enumerate(binned):

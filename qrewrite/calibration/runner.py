@@ -121,10 +121,13 @@ class StatsPlan:
 # from the next sample on.
 RAW_ELEMENTS = 4096
 RAW_MAX_ELEMENTS = 16 * RAW_ELEMENTS
-# Returned tensors of several samples are kept until they hold this many elements (64 MiB
+# Returned tensors of several samples are kept until they hold this many elements (8 MiB
 # of float32) and then reduced together, which merges each tensor's histogram once per
 # batch instead of once per sample. Merging is exact, so the result is the same.
-RAW_BUFFER_ELEMENTS = 2**24
+RAW_BUFFER_ELEMENTS = 2**21
+# The buffer is reduced in groups of tensors of about this many elements, which bounds
+# the temporary arrays of `batch.batch_stats`.
+RAW_REDUCE_ELEMENTS = 2**18
 
 
 class StatsRunner:
@@ -217,13 +220,19 @@ class StatsRunner:
 
     def flush(self) -> dict[str, TensorCollector]:
         """Return the statistics of the buffered tensors, over all their buffered samples."""
-        joined = {
-            tensor: np.concatenate([array.ravel() for array in parts])
-            for tensor, parts in self.pending.items()
-        }
-        self.pending = {}
-        self.pending_elements = 0
-        return self._reduce_whole(joined)
+        pending, self.pending, self.pending_elements = self.pending, {}, 0
+        result: dict[str, TensorCollector] = {}
+        group: dict[str, np.ndarray] = {}
+        group_elements = 0
+        for tensor in list(pending):
+            parts = pending.pop(tensor)
+            group[tensor] = np.concatenate([array.ravel() for array in parts])
+            group_elements += group[tensor].size
+            if group_elements >= RAW_REDUCE_ELEMENTS:
+                result.update(self._reduce_whole(group))
+                group, group_elements = {}, 0
+        result.update(self._reduce_whole(group))
+        return result
 
     def _reduce_whole(self, arrays: Mapping[str, np.ndarray]) -> dict[str, TensorCollector]:
         histogram_tensors = set(self.plan.histogram_tensors)
