@@ -97,7 +97,7 @@ def test_percentile_matches_numpy():
     values = np.concatenate([s["x"].ravel() for s in samples])
     config = options(Percentile=99.0)
     ranges = calibrate(relu_chain(), {"x": CalibMethod.Percentile}, samples, config)
-    resolution = (values.max() - values.min()) / 1024
+    resolution = float(values.max() - values.min()) / 1024
     assert ranges["x"].min == pytest.approx(np.percentile(values, 0.5), abs=resolution)
     assert ranges["x"].max == pytest.approx(np.percentile(values, 99.5), abs=resolution)
 
