@@ -26,7 +26,7 @@ _LEVELS = {
 
 
 def log_level(config: QConfig) -> int:
-    """The `logging` level the config asks for."""
+    """Return the `logging` level that the config requests."""
     options = config.options
     if options.CryptoMode:
         return logging.CRITICAL + 1

@@ -53,7 +53,7 @@ def required_opset(config: QConfig) -> tuple[int, str]:
 
 
 def model_opset(proto: onnx.ModelProto) -> int:
-    """The model's default-domain opset."""
+    """Return the model's default-domain opset."""
     for entry in proto.opset_import:
         if entry.domain in ("", "ai.onnx"):
             return entry.version

@@ -122,7 +122,7 @@ def refine_bias(plan: Plan, bias_type: DataType) -> Plan:
 def _per_tensor_bias(
     data: np.ndarray, activation: QuantParams, weight: QuantParams, bias_type: DataType
 ) -> QuantParams:
-    """One bias scale when the weight's channels do not line up with the bias.
+    """Compute one bias scale for a weight whose channels do not line up with the bias.
 
     Integer kernels cannot use such a bias directly, but the dequantized value stays
     accurate: the scale is input scale x largest weight scale, raised if the bias would

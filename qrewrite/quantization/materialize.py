@@ -4,7 +4,7 @@ Activations get a QuantizeLinear/DequantizeLinear pair right after their produce
 the start of the graph for graph inputs). Constants (weights, biases and constant inputs)
 are stored as integer initializers followed by a DequantizeLinear, unless
 AddQDQPairToWeight keeps weights float with a pair. Each planned node input is rewired to
-its target's dequantized value; every other consumer of a quantized producer output
+its target's dequantized value. Every other consumer of a quantized producer output
 reads the dequantized value too, so onnxruntime can fuse the producer into an integer
 kernel. A quantized graph output keeps its name on the dequantized value.
 """

@@ -19,11 +19,11 @@ from qrewrite.config.enums import QuantGranularity
 from qrewrite.model.graph_utils import constant_array, is_float
 from qrewrite.quantization.node_config import node_layer_configs
 from qrewrite.quantization.ops import (
-    PER_CHANNEL_BY_DEFAULT,
     FLOAT_INPUTS_WITH_4BIT,
     FLOAT_ONLY_CONSUMERS,
     FLOAT_OUTPUTS_WITH_4BIT,
     OP_ROLES,
+    PER_CHANNEL_BY_DEFAULT,
     OpRole,
     role_of,
 )
@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 class Role(enum.Enum):
-    """What a quantized tensor is to its consumer."""
+    """The part a quantized tensor plays for its consumer."""
 
     ACTIVATION = "activation"
     WEIGHT = "weight"
@@ -142,7 +142,7 @@ class _Selector:
         return True
 
     def _runtime_allows(self, value: ir.Value, spec: QTensorConfig) -> bool:
-        """Whether onnxruntime can load this tensor quantized with `spec` (see ops.py)."""
+        """Check that onnxruntime can load this tensor quantized with `spec` (see ops.py)."""
         if spec.data_type.bits != 4:
             return True
         producer = value.producer()

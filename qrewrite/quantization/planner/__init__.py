@@ -21,7 +21,7 @@ from qrewrite.quantization.selection import Selection
 
 @attrs.frozen
 class PlannerContext:
-    """What a planner rule may read."""
+    """The model, config, selection and ranges a planner rule reads."""
 
     graph: ir.Graph
     config: QConfig
