@@ -828,7 +828,8 @@ _PLANNER = [
         "SentinelRatio",
         t.OptionType("float > 1", t._float_in(1.0, float("inf"), open_low=True)),
         1e4,
-        "How far above a tensor's robust range a peak must be to count as a sentinel.",
+        "How far above a tensor's robust range a peak must be to count as a sentinel. "
+        "The robust range of the sum of an Add or Sub is the range of its other operand.",
         group="planner",
     ),
     _opt(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from qrewrite.quantization.planner import PlannerRule
 from qrewrite.quantization.planner.output_concat import split_output_concat
+from qrewrite.quantization.planner.sentinel import keep_sentinel_tensors_float
 
 PLANNER_RULES: tuple[PlannerRule, ...] = (
     PlannerRule(
@@ -11,5 +12,11 @@ PLANNER_RULES: tuple[PlannerRule, ...] = (
         option="SplitOutputConcat",
         after_calibration=False,
         apply=split_output_concat,
+    ),
+    PlannerRule(
+        name="KeepSentinelTensorsFloat",
+        option="KeepSentinelTensorsFloat",
+        after_calibration=True,
+        apply=keep_sentinel_tensors_float,
     ),
 )
