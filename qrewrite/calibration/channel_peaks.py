@@ -3,20 +3,18 @@
 Planner rules use them to find tensors whose range a few channels dominate, which a
 per-tensor min and max cannot show. `ChannelPeakCollector` runs its own onnxruntime
 session on each calibration sample as the sample passes by (see `observe`), so the
-samples are still read only once.
+samples are still read only once. That session runs the whole float model again, which
+adds one float inference per sample to calibration.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
-
-logger = logging.getLogger(__name__)
 
 # ReduceMax takes its axes as an input from opset 18 on, and as an attribute before.
 _AXES_INPUT_OPSET = 18
@@ -67,7 +65,7 @@ def build_peak_model(
 
 
 class ChannelPeakCollector:
-    """Collects the channel peaks of float tensors over calibration samples.
+    """Running channel peaks of float tensors over calibration samples.
 
     A tensor whose last axis changes length between samples (a sequence axis, for
     example) has no per-channel peak and is left out of `peaks()`.

@@ -833,6 +833,25 @@ _PLANNER = [
         group="planner",
     ),
     _opt(
+        "KeepOutlierTensorsFloat",
+        t.BOOL,
+        True,
+        "Leave float the activations whose range a few channels dominate, and the weights "
+        "of the Conv, Gemm or MatMul that reads them: the largest per-channel peak (the "
+        "maximum absolute value of a slice along the last axis) is OutlierChannelRatio "
+        "times the median one. Calibration then runs a second onnxruntime session on "
+        "each sample to collect the per-channel peaks.",
+        group="planner",
+    ),
+    _opt(
+        "OutlierChannelRatio",
+        t.OptionType("float > 1", t._float_in(1.0, float("inf"), open_low=True)),
+        8.0,
+        "Ratio of the largest to the median per-channel peak from which "
+        "KeepOutlierTensorsFloat leaves a tensor float.",
+        group="planner",
+    ),
+    _opt(
         "SplitOutputConcat",
         t.BOOL,
         True,

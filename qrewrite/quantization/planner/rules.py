@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from qrewrite.quantization.planner import PlannerRule
+from qrewrite.quantization.planner.outliers import keep_outlier_tensors_float
 from qrewrite.quantization.planner.output_concat import split_output_concat
 from qrewrite.quantization.planner.sentinel import keep_sentinel_tensors_float
 
@@ -18,5 +19,11 @@ PLANNER_RULES: tuple[PlannerRule, ...] = (
         option="KeepSentinelTensorsFloat",
         after_calibration=True,
         apply=keep_sentinel_tensors_float,
+    ),
+    PlannerRule(
+        name="KeepOutlierTensorsFloat",
+        option="KeepOutlierTensorsFloat",
+        after_calibration=True,
+        apply=keep_outlier_tensors_float,
     ),
 )
