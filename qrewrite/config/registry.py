@@ -269,10 +269,12 @@ _RULES = [
     _opt(
         "FoldRelu",
         t.BOOL,
-        False,
-        "Fold Relu into the preceding Conv's output range.",
-        group="rules",
-        built=False,
+        True,
+        "Fold a Relu or Clip(0, max) into the output range of the Conv, ConvTranspose, "
+        "Gemm, MatMul or Add before it: only the activation's output is quantized, so "
+        "onnxruntime fuses the pair into one integer kernel. Applies when the activation "
+        "is the producer's only consumer and its output spec is asymmetric.",
+        group="planner",
     ),
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from qrewrite.quantization.planner import PlannerRule
+from qrewrite.quantization.planner.fold_activation import fold_relu
 from qrewrite.quantization.planner.outliers import keep_outlier_tensors_float
 from qrewrite.quantization.planner.output_concat import split_output_concat
 from qrewrite.quantization.planner.sentinel import keep_sentinel_tensors_float
@@ -25,5 +26,11 @@ PLANNER_RULES: tuple[PlannerRule, ...] = (
         option="KeepOutlierTensorsFloat",
         after_calibration=True,
         apply=keep_outlier_tensors_float,
+    ),
+    PlannerRule(
+        name="FoldRelu",
+        option="FoldRelu",
+        after_calibration=False,
+        apply=fold_relu,
     ),
 )
