@@ -862,6 +862,17 @@ _PLANNER = [
         "coordinates next to class scores) keep their precision.",
         group="planner",
     ),
+    _opt(
+        "KeepSlowOpsFloat",
+        t.BOOL,
+        True,
+        "Leave float the ops whose onnxruntime CPU integer kernel is slower than the float "
+        "op between a DequantizeLinear and a QuantizeLinear, as measured by "
+        "benchmarks/bench_kernels.py: a MaxPool that neither reads nor feeds a Conv gets "
+        "separate input and output scales. Applies only when ExecutionProviders is "
+        "CPUExecutionProvider alone.",
+        group="planner",
+    ),
 ]
 
 OPTIONS: dict[str, Option] = {

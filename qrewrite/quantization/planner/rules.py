@@ -7,6 +7,7 @@ from qrewrite.quantization.planner.fold_activation import fold_relu
 from qrewrite.quantization.planner.outliers import keep_outlier_tensors_float
 from qrewrite.quantization.planner.output_concat import split_output_concat
 from qrewrite.quantization.planner.sentinel import keep_sentinel_tensors_float
+from qrewrite.quantization.planner.slow_kernels import keep_slow_ops_float
 
 PLANNER_RULES: tuple[PlannerRule, ...] = (
     PlannerRule(
@@ -32,5 +33,11 @@ PLANNER_RULES: tuple[PlannerRule, ...] = (
         option="FoldRelu",
         after_calibration=False,
         apply=fold_relu,
+    ),
+    PlannerRule(
+        name="KeepSlowOpsFloat",
+        option="KeepSlowOpsFloat",
+        after_calibration=False,
+        apply=keep_slow_ops_float,
     ),
 )
