@@ -873,6 +873,16 @@ _PLANNER = [
         "CPUExecutionProvider alone.",
         group="planner",
     ),
+    _opt(
+        "WarnSlowTypes",
+        t.BOOL,
+        True,
+        "Add a note to the summary when activations are quantized to int8 while "
+        "ExecutionProviders is CPUExecutionProvider alone, because onnxruntime runs int8 "
+        "activations slower than uint8 there, often slower than float. The types stay as "
+        "requested.",
+        group="planner",
+    ),
 ]
 
 OPTIONS: dict[str, Option] = {

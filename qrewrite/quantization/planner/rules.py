@@ -8,6 +8,7 @@ from qrewrite.quantization.planner.outliers import keep_outlier_tensors_float
 from qrewrite.quantization.planner.output_concat import split_output_concat
 from qrewrite.quantization.planner.sentinel import keep_sentinel_tensors_float
 from qrewrite.quantization.planner.slow_kernels import keep_slow_ops_float
+from qrewrite.quantization.planner.slow_types import warn_slow_types
 
 PLANNER_RULES: tuple[PlannerRule, ...] = (
     PlannerRule(
@@ -39,5 +40,11 @@ PLANNER_RULES: tuple[PlannerRule, ...] = (
         option="KeepSlowOpsFloat",
         after_calibration=False,
         apply=keep_slow_ops_float,
+    ),
+    PlannerRule(
+        name="WarnSlowTypes",
+        option="WarnSlowTypes",
+        after_calibration=False,
+        apply=warn_slow_types,
     ),
 )
