@@ -35,6 +35,7 @@ from qrewrite.errors import (
     QrewriteError,
 )
 from qrewrite.quantizer import ModelQuantizer
+from qrewrite.recommended import recommended_config as recommended_config
 
 __version__ = "0.1.0"
 

@@ -21,6 +21,7 @@ from qrewrite import __version__
 from qrewrite.config import CalibMethod, QConfig, QLayerConfig, ScaleType
 from qrewrite.config.files import config_from_mapping, read_config_file, spec_to_mapping
 from qrewrite.errors import QrewriteError
+from qrewrite.recommended import recommended_layer_config
 
 EXIT_OK = 0
 EXIT_INTERNAL_ERROR = 1
@@ -47,9 +48,11 @@ class _Parser(argparse.ArgumentParser):
 def default_layer_config() -> QLayerConfig:
     """Return the activation and weight specs used when no config file or flag sets them.
 
-    This is QConfig's own default, so `qrewrite quantize` and `QConfig()` agree.
+    These are the types of `qrewrite.recommended_config()` for onnxruntime on CPU: uint8
+    asymmetric activations and int8 symmetric per-channel weights, whose integer kernels
+    onnxruntime fuses there. QConfig() itself keeps int8 for both.
     """
-    return QLayerConfig()
+    return recommended_layer_config("cpu")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="quantize a float ONNX model",
         description=(
             "Quantize a float ONNX model to a QDQ model. Settings come from QConfig's "
-            "defaults, then --config, then the flags below, each overriding the one before."
+            "defaults with the recommended onnxruntime CPU types (uint8 asymmetric "
+            "activations, int8 symmetric per-channel weights), then --config, then the "
+            "flags below, each overriding the one before."
         ),
     )
     _add_quantize_arguments(quantize)

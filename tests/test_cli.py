@@ -45,6 +45,7 @@ from qrewrite.config import (
     UInt8Spec,
 )
 from qrewrite.errors import CalibrationDataError, ModelInputError
+from qrewrite.recommended import recommended_config
 
 FEATURES = 16
 
@@ -343,12 +344,18 @@ def test_unbuilt_type_exits_2(
 # Config building
 
 
-def test_default_layer_config_is_qconfig_default() -> None:
-    assert default_layer_config() == QConfig().global_config
+def test_default_layer_config_is_recommended_cpu_types() -> None:
+    expected = QLayerConfig(
+        activation=UInt8Spec(), weight=Int8Spec(quant_granularity=QuantGranularity.Channel)
+    )
+
+    assert default_layer_config() == expected
+    assert default_layer_config() == recommended_config().global_config
+    assert expected.activation is not None and not expected.activation.symmetric
 
 
-def test_no_flags_gives_default_config() -> None:
-    assert build_config(parse()) == QConfig()
+def test_no_flags_gives_recommended_config() -> None:
+    assert build_config(parse()) == recommended_config()
 
 
 def test_default_layer_config_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -364,16 +371,19 @@ def test_default_layer_config_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_type_flags_override_defaults() -> None:
-    config = build_config(parse("--activation-type", "UInt8", "--weight-type", "Int16"))
+    config = build_config(parse("--activation-type", "Int8", "--weight-type", "Int16"))
 
-    assert config.global_config == QLayerConfig(activation=UInt8Spec(), weight=Int16Spec())
+    # The default's per-channel weights survive a change of type; symmetry follows the type.
+    assert config.global_config == QLayerConfig(
+        activation=Int8Spec(), weight=Int16Spec(quant_granularity=QuantGranularity.Channel)
+    )
 
 
 def test_float_type_flag() -> None:
     config = build_config(parse("--activation-type", "float"))
 
     assert config.global_config.activation is None
-    assert config.global_config.weight == Int8Spec()
+    assert config.global_config.weight == Int8Spec(quant_granularity=QuantGranularity.Channel)
 
 
 def test_spec_flags() -> None:
@@ -384,8 +394,8 @@ def test_spec_flags() -> None:
 
     activation = config.global_config.activation
     weight = config.global_config.weight
-    assert activation == Int8Spec(symmetric=False, scale_type=ScaleType.PowerOf2,
-                                  calibration_method=CalibMethod.MinMax)
+    assert activation == UInt8Spec(symmetric=False, scale_type=ScaleType.PowerOf2,
+                                   calibration_method=CalibMethod.MinMax)
     assert weight == Int8Spec(symmetric=False, scale_type=ScaleType.PowerOf2,
                               quant_granularity=QuantGranularity.Channel)
 
@@ -513,7 +523,9 @@ def test_quantize_passes_config_and_paths(
     assert calls[0]["output"] == str(output)
     assert calls[0]["samples"] is None
     assert calls[0]["config"].options.UseRandomData is True
-    assert calls[0]["config"].global_config.weight == Int16Spec()
+    assert calls[0]["config"].global_config.weight == Int16Spec(
+        quant_granularity=QuantGranularity.Channel
+    )
 
 
 def test_quantize_reads_calibration_npz(
