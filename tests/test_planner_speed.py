@@ -90,6 +90,28 @@ def max_pool_model(*, between_convs: bool) -> onnx.ModelProto:
     return make_model(nodes, [("x", SHAPE)], ["y"], initializers)
 
 
+def depthwise_after_div() -> onnx.ModelProto:
+    """Conv -> Div -> depthwise Conv 3x3 over 8 channels -> Conv, as in PP-OCR cls."""
+    rng = np.random.default_rng(5)
+    depthwise = rng.normal(0.0, 0.3, size=(8, 1, 3, 3)).astype(np.float32)
+    nodes = [
+        conv("x", "c1", "w1"),
+        helper.make_node("Div", ["c1", "two"], ["d1"], name="div"),
+        helper.make_node(
+            "Conv", ["d1", "dw"], ["c2"], group=8, kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+            name="depthwise",
+        ),
+        conv("c2", "y", "w2"),
+    ]
+    initializers = [
+        conv_weight("w1", 1),
+        conv_weight("w2", 2),
+        tensor("dw", depthwise),
+        tensor("two", np.array(2.0, np.float32)),
+    ]
+    return make_model(nodes, [("x", SHAPE)], ["y"], initializers)
+
+
 FEEDS = samples({"x": SHAPE}, 4)
 
 
@@ -137,6 +159,14 @@ def test_fold_relu_quantizes_only_relu_output() -> None:
     assert [node.op_type for node in relu_consumers] == ["QuantizeLinear"]
 
 
+def test_fold_relu_note_in_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    quantize(conv_relu_conv(), recommended_config(LogSeverityLevel=3))
+
+    out = capsys.readouterr().out
+    assert "FoldRelu: 1 Relu or Clip node(s)" in out
+    assert "kept in float" not in out
+
+
 def test_fold_relu_fuses_conv_and_relu() -> None:
     folded = optimized(quantize(conv_relu_conv(), config()))
     unfolded = optimized(quantize(conv_relu_conv(), config(FoldRelu=False)))
@@ -177,7 +207,7 @@ def test_fold_relu_skips_symmetric_int8() -> None:
     quantized = quantize(conv_relu_conv(), int8)
 
     # A symmetric Relu output has zero point 0, so onnxruntime would keep the Relu and
-    # could not fuse the Conv; the Conv output keeps its own Q/DQ.
+    # could not fuse the Conv. The Conv output therefore keeps its own Q/DQ.
     assert [node.op_type for node in consumers(quantized, "c1")] == ["QuantizeLinear"]
 
 
@@ -234,6 +264,27 @@ def test_max_pool_note_in_summary(capsys: pytest.CaptureFixture[str]) -> None:
 
     out = capsys.readouterr().out
     assert "KeepSlowOpsFloat: 1 MaxPool node(s) run in float" in out
+
+
+def test_depthwise_after_div_runs_float() -> None:
+    model = depthwise_after_div()
+    quantized = quantize(model, config())
+    graph = optimized(quantized)
+
+    depthwise = next(node for node in quantized.graph.node if node.name == "depthwise")
+    assert producers(quantized)[depthwise.input[0]].op_type == "Div"
+    assert depthwise.input[1] == "dw"
+    assert [node.op_type for node in consumers(quantized, "c2")] == ["QuantizeLinear"]
+    assert op_counts(graph)["QLinearConv"] == 2
+    float_convs = [node for node in graph.graph.node if node.op_type in ("Conv", "FusedConv")]
+    assert len(float_convs) == 1
+    assert min_cosine(model, quantized, FEEDS) > 0.99
+
+
+def test_depthwise_integer_without_rule() -> None:
+    graph = optimized(quantize(depthwise_after_div(), config(KeepSlowOpsFloat=False)))
+
+    assert op_counts(graph)["QLinearConv"] == 3
 
 
 def test_cpu_only_providers() -> None:

@@ -23,6 +23,7 @@ The rule folds an activation when
 
 from __future__ import annotations
 
+import attrs
 import onnx_ir as ir
 
 from qrewrite.model.graph_utils import constant_array
@@ -47,7 +48,7 @@ def _clip_lower_bound(node: ir.Node) -> float | None:
 
 
 def is_zero_floored_activation(node: ir.Node) -> bool:
-    """Whether `node` is Relu or a Clip whose lower bound is exactly 0."""
+    """Return whether `node` is Relu or a Clip whose lower bound is exactly 0."""
     if node.domain not in ("", "ai.onnx"):
         return False
     if node.op_type == "Relu":
@@ -85,7 +86,17 @@ def fold_relu(context: PlannerContext) -> Selection:
             continue
         tensor = _foldable_input(node, context.selection)
         if tensor is not None:
-            reasons[tensor] = (
-                f"FoldRelu: folded into the output range of {node.op_type} {node.name!r}"
-            )
-    return drop_tensors(context.selection, reasons)
+            reasons[tensor] = f"folded into {node.op_type} {node.name!r}"
+    if not reasons:
+        return context.selection
+
+    # The folded tensors live inside one integer kernel, so they are not listed as float
+    # tensors in the summary; one note counts them instead.
+    selection = drop_tensors(context.selection, reasons)
+    note = (
+        f"FoldRelu: {len(reasons)} Relu or Clip node(s) share the quantization of the Conv, "
+        "Gemm, MatMul or Add before them"
+    )
+    return attrs.evolve(
+        selection, kept_float=dict(context.selection.kept_float), notes=(*selection.notes, note)
+    )

@@ -31,15 +31,18 @@ a Conv: its input and output get separate quantizations instead of one shared on
 onnxruntime runs the integer MaxPool only when both sides have the same scale and zero
 point, so the pool runs in float between them.
 
-Two slow kernels stay quantized, because a QDQ model cannot keep them float in
-onnxruntime 1.32:
+A depthwise Conv (group equal to its channels) with a kernel larger than 3x3 or fewer
+than `DEPTHWISE_MIN_CHANNELS` channels runs float too, but only where that costs no
+extra conversion: when its input is the only use of the output of an op that onnxruntime
+runs in float anyway (`FLOAT_RUN_PRODUCERS`, such as the Div of a decomposed HardSwish).
+Then that output, the Conv's weights and its bias stay float and only the Conv's output
+is quantized. Elsewhere the Conv stays quantized, because when a Conv reads a per-tensor
+DequantizeLinear, onnxruntime's WeightBiasQuantization pass quantizes float weights
+itself (per tensor) and fuses a QLinearConv anyway.
 
-- depthwise Conv: when a Conv reads a per-tensor DequantizeLinear, onnxruntime's
-  WeightBiasQuantization pass quantizes float weights itself (per tensor) and then fuses
-  a QLinearConv, so leaving the weights float would only cost accuracy.
-- AveragePool: onnxruntime fuses DequantizeLinear -> AveragePool -> QuantizeLinear into
-  QLinearAveragePool whatever the parameters, and a float output would block the fusion
-  of the next op.
+AveragePool stays quantized: onnxruntime fuses DequantizeLinear -> AveragePool ->
+QuantizeLinear into QLinearAveragePool whatever the parameters, and a float output would
+block the fusion of the next op.
 """
 
 from __future__ import annotations
@@ -47,12 +50,21 @@ from __future__ import annotations
 import attrs
 import onnx_ir as ir
 
+from qrewrite.model.graph_utils import constant_array
+from qrewrite.quantization.edits import drop_tensors
 from qrewrite.quantization.planner import PlannerContext
 from qrewrite.quantization.selection import Selection
 
+# NOTE: 16 channels measured slower and 64 faster; the threshold between is not measured.
+DEPTHWISE_MIN_CHANNELS = 64
+DEPTHWISE_MAX_KERNEL_AREA = 9
+# Ops with no integer kernel in onnxruntime 1.32 on CPU: they run in float between a
+# DequantizeLinear and a QuantizeLinear (seen in its optimized PP-OCR graphs).
+FLOAT_RUN_PRODUCERS = frozenset({"Div", "HardSigmoid"})
+
 
 def cpu_only(providers: tuple[str, ...]) -> bool:
-    """Whether onnxruntime runs the model on CPUExecutionProvider alone."""
+    """Return whether `providers` is CPUExecutionProvider alone."""
     return tuple(providers) == ("CPUExecutionProvider",)
 
 
@@ -90,7 +102,7 @@ def _separate_max_pools(selection: Selection, graph: ir.Graph, names: set[str]) 
 
 
 def next_to_conv(node: ir.Node) -> bool:
-    """Whether the node reads a Conv output (directly or through Relu or Clip) or feeds a Conv.
+    """Return whether the node reads a Conv output (also through Relu or Clip) or feeds a Conv.
 
     onnxruntime runs such a uint8 MaxPool in NHWC layout, which is fast.
     """
@@ -104,8 +116,67 @@ def next_to_conv(node: ir.Node) -> bool:
     return producer is not None and producer.op_type == "Conv"
 
 
+def is_slow_depthwise_conv(node: ir.Node) -> bool:
+    """Return whether `node` is a depthwise Conv whose integer kernel measured slower."""
+    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
+        return False
+    weight = constant_array(node.inputs[1])
+    group = node.attributes.get("group")
+    if weight is None or weight.ndim != 4 or group is None:
+        return False
+    channels = group.as_int()
+    if channels <= 1 or weight.shape[0] != channels or weight.shape[1] != 1:
+        return False
+    kernel_area = int(weight.shape[2]) * int(weight.shape[3])
+    return kernel_area > DEPTHWISE_MAX_KERNEL_AREA or channels < DEPTHWISE_MIN_CHANNELS
+
+
+def _float_input_tensor(node: ir.Node) -> str | None:
+    """Return the Conv's input tensor when only this Conv reads it from a float-run op."""
+    value = node.inputs[0] if node.inputs else None
+    if value is None or value.is_graph_output() or len(list(value.uses())) != 1:
+        return None
+    producer = value.producer()
+    if producer is None or producer.op_type not in FLOAT_RUN_PRODUCERS:
+        return None
+    return value.name or None
+
+
+def _float_depthwise_convs(context: PlannerContext, selection: Selection) -> tuple[Selection, int]:
+    """Run the slow depthwise Convs in float where their input is computed in float."""
+    quantized = set(selection.quantized_nodes)
+    inputs: dict[str, str] = {}
+    convs: set[str] = set()
+    for node in context.graph:
+        name = node.name or ""
+        if name not in quantized or not is_slow_depthwise_conv(node):
+            continue
+        tensor = _float_input_tensor(node)
+        if tensor is None or tensor not in selection.output_targets:
+            continue
+        inputs[tensor] = f"KeepSlowOpsFloat: input of the depthwise Conv {name!r}, run in float"
+        convs.add(name)
+    if not convs:
+        return selection, 0
+
+    selection = drop_tensors(selection, inputs)
+    input_uses = {use: key for use, key in selection.input_uses.items() if use[0] not in convs}
+    bias_links = tuple(link for link in selection.bias_links if link.node not in convs)
+    used = set(input_uses.values()) | set(selection.output_targets.values())
+    for link in bias_links:
+        used |= {link.bias_key, link.activation_key, link.weight_key}
+    selection = attrs.evolve(
+        selection,
+        targets={key: target for key, target in selection.targets.items() if key in used},
+        input_uses=input_uses,
+        bias_links=bias_links,
+        quantized_nodes=tuple(name for name in selection.quantized_nodes if name not in convs),
+    )
+    return selection, len(convs)
+
+
 def keep_slow_ops_float(context: PlannerContext) -> Selection:
-    """Leave float the MaxPools that onnxruntime would run as a slow NCHW integer kernel."""
+    """Leave float the MaxPools and depthwise Convs whose integer kernel would be slower."""
     if not cpu_only(context.config.options.ExecutionProviders):
         return context.selection
     quantized = set(context.selection.quantized_nodes)
@@ -117,15 +188,23 @@ def keep_slow_ops_float(context: PlannerContext) -> Selection:
         and (node.name or "") in quantized
         and not next_to_conv(node)
     }
-    if not pools:
-        return context.selection
-
-    selection = _separate_max_pools(context.selection, context.graph, pools)
+    selection = context.selection
+    if pools:
+        selection = _separate_max_pools(selection, context.graph, pools)
     # NOTE: for a MaxPool over non-negative values (after a Relu or Sigmoid) both sides
     # usually get the same parameters, because the range always includes 0 and max
     # pooling keeps the maximum; onnxruntime then still runs the integer MaxPool.
+    selection, conv_count = _float_depthwise_convs(context, selection)
+    if not pools and not conv_count:
+        return context.selection
+
+    kinds = []
+    if pools:
+        kinds.append(f"{len(pools)} MaxPool")
+    if conv_count:
+        kinds.append(f"{conv_count} depthwise Conv")
     note = (
-        f"KeepSlowOpsFloat: {len(pools)} MaxPool node(s) run in float, because "
-        "onnxruntime's CPU integer MaxPool is slower than float (benchmarks/bench_kernels.py)"
+        f"KeepSlowOpsFloat: {' and '.join(kinds)} node(s) run in float, because onnxruntime's "
+        "CPU integer kernel for them is slower than float (benchmarks/bench_kernels.py)"
     )
     return attrs.evolve(selection, notes=(*selection.notes, note))
