@@ -869,8 +869,10 @@ _PLANNER = [
         "Leave float the ops whose onnxruntime CPU integer kernel is slower than the float "
         "op between a DequantizeLinear and a QuantizeLinear, as measured by "
         "benchmarks/bench_kernels.py: a MaxPool that neither reads nor feeds a Conv gets "
-        "separate input and output scales. Applies only when ExecutionProviders is "
-        "CPUExecutionProvider alone.",
+        "separate input and output scales, and a depthwise Conv with a kernel above 3x3 or "
+        "fewer than 64 channels keeps float weights where its input comes only from a Div "
+        "or HardSigmoid. Applies only when ExecutionProviders is CPUExecutionProvider "
+        "alone.",
         group="planner",
     ),
     _opt(

@@ -130,7 +130,13 @@ def assert_rewrite(
     expected = run_model(model, feeds)
     actual = run_model(result.model, feeds)
     for reference, value in zip(expected, actual, strict=True):
-        np.testing.assert_allclose(value, reference, rtol=contract.rtol, atol=contract.atol)
+        atol = contract.atol
+        if contract.kind == "exact" and reference.size:
+            # Rounding error follows the size of the values summed, not of each result:
+            # an output near zero that cancels terms of a few hundred is off by more
+            # than atol alone.
+            atol *= max(1.0, float(np.abs(reference).max()))
+        np.testing.assert_allclose(value, reference, rtol=contract.rtol, atol=atol)
     return result
 
 
