@@ -117,8 +117,8 @@ def _exponent_floor(low: float, high: float) -> int:
 def bin_index(value: float, exponent: int) -> int:
     """Return floor(value / 2**exponent), computed in float32 as the calibration graph does.
 
-    NOTE: a subnormal value whose quotient underflows counts as zero, so a value of about
-    -1e-45 can land in bin 0 instead of bin -1.
+    NOTE: a tiny negative value whose quotient underflows to zero, such as -1e-38 with bins
+    of width 2**24, lands in bin 0 instead of bin -1.
     """
     scaled = np.float32(value) * np.float32(2.0**-exponent)
     return int(np.floor(scaled))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import attrs
 import numpy as np
@@ -132,7 +133,7 @@ class _Builder:
         return name
 
     def node(
-        self, nodes: list[onnx.NodeProto], op: str, inputs: list[str], hint: str, **attrs_: object
+        self, nodes: list[onnx.NodeProto], op: str, inputs: list[str], hint: str, **attrs_: Any
     ) -> str:
         output = self.names(hint)
         nodes.append(

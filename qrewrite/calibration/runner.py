@@ -263,6 +263,7 @@ class StatsRunner:
             low, high = float(values[outputs.min]), float(values[outputs.max])
             histogram = None
             if outputs.counts is not None:
+                assert outputs.exponent is not None and outputs.first_bin is not None
                 histogram = Histogram()
                 if count > 0:
                     histogram = Histogram.from_graph(
