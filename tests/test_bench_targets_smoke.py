@@ -150,3 +150,30 @@ def test_ratio_cell_marks_target():
     assert report.ratio_cell(1.0, 2.0, 0.7, report.seconds) == "0.50 (1.0 s), met"
     assert report.ratio_cell(3.0, 2.0, 1.0, report.seconds) == "1.50 (3.0 s), not met"
     assert report.ratio_cell(None, 2.0, 1.0, report.seconds) == "failed"
+
+
+def test_markdown_marks_failures():
+    result = report.ModelResult(
+        key="det",
+        name="tiny det",
+        calibration_text="2 images",
+        evaluation_text="3 images",
+        latency_input="x [1, 3, 32, 32]",
+        targets=[("pipeline CER", "≤ 0.02")],
+        reference="10 characters",
+        accuracy={report.VARIANTS[0]: {"pipeline CER": 0.01}},
+        met={("pipeline CER", report.VARIANTS[0]): True},
+        float_latency=0.002,
+        latency={report.VARIANTS[0]: 0.001},
+        errors=["onnxruntime default quantize: RuntimeError: exited"],
+    )
+
+    markdown = report.format_markdown(
+        [result], ["vad skipped: espeak-ng not found"], "cmd", 1.0, 10, 3, (0.5, 0.5), 2
+    )
+
+    assert "| tiny det | pipeline CER | ≤ 0.02 | 10 characters | 0.0100, met | failed |" in markdown
+    assert "0.50 (1.0 ms), met" in markdown
+    assert "- tiny det: onnxruntime default quantize: RuntimeError: exited" in markdown
+    assert "- vad skipped: espeak-ng not found" in markdown
+    assert "Command: `cmd`" in markdown
