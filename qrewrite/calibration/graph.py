@@ -2,7 +2,8 @@
 
 For every requested tensor `x` the builder adds nodes that reduce it to a few small
 outputs, so onnxruntime can free `x` as soon as they ran and only the reduced values come
-back to Python:
+back to Python. Small tensors, chosen by the caller, become outputs themselves instead.
+The reduced outputs are:
 
 - `min`, `max`: extremes of the elements, `size`: number of elements,
 - with a histogram: `exponent` k, `first_bin` b and `counts` c, where c[i] counts the
@@ -11,11 +12,11 @@ back to Python:
 A tensor without NaN or inf, the common case, needs only three reductions; the third, its
 sum, shows whether that holds. Tensors that had NaN or inf get the masked form, which
 leaves those elements out and counts them. The caller decides per tensor which form to
-build (see `engine.StatsRunner`).
+build (see `runner.StatsRunner`).
 
-The histogram exponent is chosen in the graph from log2 of the range. It may come out one
-step finer than the exponent `collectors.canonical_exponent` picks, never coarser, so the
-graph writes up to `2 * HISTOGRAM_BINS + 2` bins and Python coarsens them exactly.
+The histogram exponent is chosen in the graph from log2 of the range. It may come out
+finer than the exponent `collectors.canonical_exponent` picks, never coarser, so the graph
+writes up to `2 * HISTOGRAM_BINS + 2` bins and Python coarsens them exactly.
 """
 
 from __future__ import annotations
