@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -212,7 +212,7 @@ def calibrate_ranges(state: State) -> State:
         for tensor, spec in calibration_specs(state.selection, state.model.graph).items()
     }
     proto = ir.to_proto(state.model)
-    samples = samples_from(state.reader, proto, state.config.options)
+    samples: Iterator[Mapping[str, Any]] = samples_from(state.reader, proto, state.config.options)
     if not requests:
         # Still read one sample, so a missing or broken reader is reported.
         next(iter(samples), None)
