@@ -515,9 +515,10 @@ _CALIBRATION = [
         "CalibOptimizeMem",
         t.BOOL,
         True,
-        "Cache activations on disk for multi-pass methods instead of in memory.",
+        "Cache activations on disk for methods that read the data several times. Every "
+        "qrewrite method streams its statistics in one pass with bounded memory, so no "
+        "activation is ever cached and both values give the same result.",
         group="calibration",
-        built=False,
     ),
     _opt(
         "CalibWorkerNum",
