@@ -281,6 +281,14 @@ def test_depthwise_after_div_runs_float() -> None:
     assert min_cosine(model, quantized, FEEDS) > 0.99
 
 
+def test_depthwise_weights_listed_float(capsys: pytest.CaptureFixture[str]) -> None:
+    quantize(depthwise_after_div(), recommended_config(LogSeverityLevel=3))
+
+    out = capsys.readouterr().out
+    assert "dw: KeepSlowOpsFloat: weights of the depthwise Conv 'depthwise'" in out
+    assert "KeepSlowOpsFloat: 1 depthwise Conv node(s) run in float" in out
+
+
 def test_depthwise_integer_without_rule() -> None:
     graph = optimized(quantize(depthwise_after_div(), config(KeepSlowOpsFloat=False)))
 

@@ -147,6 +147,7 @@ def _float_depthwise_convs(context: PlannerContext, selection: Selection) -> tup
     """Run the slow depthwise Convs in float where their input is computed in float."""
     quantized = set(selection.quantized_nodes)
     inputs: dict[str, str] = {}
+    weights: dict[str, str] = {}
     convs: set[str] = set()
     for node in context.graph:
         name = node.name or ""
@@ -156,6 +157,11 @@ def _float_depthwise_convs(context: PlannerContext, selection: Selection) -> tup
         if tensor is None or tensor not in selection.output_targets:
             continue
         inputs[tensor] = f"KeepSlowOpsFloat: input of the depthwise Conv {name!r}, run in float"
+        weight = node.inputs[1]
+        if weight is not None and weight.name:
+            weights[weight.name] = (
+                f"KeepSlowOpsFloat: weights of the depthwise Conv {name!r}, run in float"
+            )
         convs.add(name)
     if not convs:
         return selection, 0
@@ -166,12 +172,16 @@ def _float_depthwise_convs(context: PlannerContext, selection: Selection) -> tup
     used = set(input_uses.values()) | set(selection.output_targets.values())
     for link in bias_links:
         used |= {link.bias_key, link.activation_key, link.weight_key}
+    kept_float = dict(selection.kept_float)
+    for tensor, reason in weights.items():
+        kept_float.setdefault(tensor, reason)
     selection = attrs.evolve(
         selection,
         targets={key: target for key, target in selection.targets.items() if key in used},
         input_uses=input_uses,
         bias_links=bias_links,
         quantized_nodes=tuple(name for name in selection.quantized_nodes if name not in convs),
+        kept_float=kept_float,
     )
     return selection, len(convs)
 
