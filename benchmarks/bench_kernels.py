@@ -180,7 +180,7 @@ def matmul_case(name: str, rows: int, inner: int, columns: int) -> KernelCase:
 
 
 def cases() -> list[KernelCase]:
-    """The op shapes of the CNN and transformer models qrewrite targets, mid-network sizes."""
+    """Return the op cases: shapes from the middle of the CNNs and transformers measured."""
     feature = (1, 64, 56, 56)
     return [
         conv_case("Conv 3x3, 64->64, 56x56", 64, 56, 3),

@@ -3,7 +3,7 @@
 Measured with `python -m benchmarks.bench_kernels` (onnxruntime 1.32.0, one thread, x86_64
 AMD EPYC with AVX-512 VNNI, 2 cores shared with other jobs). The ratio is the time of
 the integer kernel over the time of the same op left float between a DequantizeLinear
-and a QuantizeLinear; both models pay the same graph-input quantization:
+and a QuantizeLinear. Both models pay the same graph-input quantization:
 
 | op | uint8 | int8 |
 |---|---|---|
@@ -83,7 +83,8 @@ def _separate_max_pools(selection: Selection, graph: ir.Graph, names: set[str]) 
             if key is not None:
                 separated.add(key)
 
-    # The output target stays for the consumers that read it; one that nobody reads goes.
+    # The output target stays for the consumers that read it, and a target without readers
+    # is removed.
     used = set(input_uses.values()) | set(output_targets.values())
     for link in selection.bias_links:
         used |= {link.bias_key, link.activation_key, link.weight_key}
@@ -202,9 +203,9 @@ def keep_slow_ops_float(context: PlannerContext) -> Selection:
     selection = context.selection
     if pools:
         selection = _separate_max_pools(selection, context.graph, pools)
-    # NOTE: for a MaxPool over non-negative values (after a Relu or Sigmoid) both sides
-    # usually get the same parameters, because the range always includes 0 and max
-    # pooling keeps the maximum; onnxruntime then still runs the integer MaxPool.
+    # NOTE: a MaxPool over non-negative values (after a Relu or Sigmoid) usually gets the
+    # same parameters on both sides, because the range always includes 0 and max pooling
+    # keeps the maximum. onnxruntime then still runs the integer MaxPool.
     selection, conv_count = _float_depthwise_convs(context, selection)
     if not pools and not conv_count:
         return context.selection
