@@ -35,7 +35,7 @@ from qrewrite.errors import (
     QrewriteError,
 )
 from qrewrite.quantizer import ModelQuantizer
-from qrewrite.recommended import recommended_config as recommended_config
+from qrewrite.recommended import recommended_config
 
 __version__ = "0.1.0"
 
@@ -72,4 +72,5 @@ __all__ = [
     "UInt32Spec",
     "XInt8Spec",
     "__version__",
+    "recommended_config",
 ]
