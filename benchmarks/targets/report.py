@@ -202,10 +202,9 @@ def format_markdown(
         "and peak memory come from fresh processes over the calibration feeds: the",
         "quantize call (calibration and saving included) against creating a float",
         "session and running every calibration feed, both with default threads and",
-        "without imports. The float values are the median of "
-        f"{float_process_runs} processes, and each quantizer runs once. Peak memory",
-        "is the process's VmHWM. A cell reads",
-        "`ratio (measured value), met`.",
+        "without imports. The float values are the median of",
+        f"{float_process_runs} processes, and each quantizer runs once. Peak memory is",
+        "the process's VmHWM. A cell reads `ratio (measured value), met`.",
         "",
         *performance_table(results),
         "",
