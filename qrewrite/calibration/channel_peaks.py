@@ -64,6 +64,19 @@ def build_peak_model(
     return peak_model, outputs
 
 
+def _session_options() -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    # Reduce each tensor right after its producer so it can be freed at once. The
+    # default order keeps most activations alive: 2.4 GB against 0.5 GB on PP-OCRv4 det
+    # with two 736x736 images.
+    options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    # Give the memory back after each run, so this session and the statistics session
+    # do not both hold their peak at once.
+    options.enable_cpu_mem_arena = False
+    options.log_severity_level = 3
+    return options
+
+
 class ChannelPeakCollector:
     """Running channel peaks of float tensors over calibration samples.
 
@@ -92,7 +105,7 @@ class ChannelPeakCollector:
         if ranks:
             peak_model, self._outputs = build_peak_model(model, ranks)
             self._session = ort.InferenceSession(
-                peak_model.SerializeToString(), providers=list(providers)
+                peak_model.SerializeToString(), _session_options(), providers=list(providers)
             )
 
     def update(self, sample: Mapping[str, np.ndarray]) -> None:

@@ -52,6 +52,8 @@ def _session_options() -> ort.SessionOptions:
     # Run each reduction right after the node that produces its tensor, so the tensor can
     # be freed before the next large one is computed.
     session_options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    # Give the memory back after each run instead of keeping the arena at its peak.
+    session_options.enable_cpu_mem_arena = False
     session_options.log_severity_level = 3
     return session_options
 
