@@ -29,8 +29,18 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell convention
 
 TYPE_CHOICES = (
-    "Int4", "UInt4", "Int8", "UInt8", "XInt8", "Int16", "UInt16", "Int32", "UInt32",
-    "BFloat16", "BFP16", "float",
+    "Int4",
+    "UInt4",
+    "Int8",
+    "UInt8",
+    "XInt8",
+    "Int16",
+    "UInt16",
+    "Int32",
+    "UInt32",
+    "BFloat16",
+    "BFP16",
+    "float",
 )
 
 
@@ -93,75 +103,107 @@ def _add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
 
     types = parser.add_argument_group("data types and scales")
     types.add_argument(
-        "--activation-type", choices=TYPE_CHOICES, metavar="TYPE",
+        "--activation-type",
+        choices=TYPE_CHOICES,
+        metavar="TYPE",
         help=f"data type of activations, or 'float' to keep them float: {', '.join(TYPE_CHOICES)}",
     )
     types.add_argument(
-        "--weight-type", choices=TYPE_CHOICES, metavar="TYPE",
+        "--weight-type",
+        choices=TYPE_CHOICES,
+        metavar="TYPE",
         help="data type of weights, or 'float' to keep them float (same choices)",
     )
     symmetry = types.add_mutually_exclusive_group()
     symmetry.add_argument(
-        "--symmetric", dest="symmetric", action="store_const", const=True,
+        "--symmetric",
+        dest="symmetric",
+        action="store_const",
+        const=True,
         help="symmetric ranges (zero point 0) for activations and weights",
     )
     symmetry.add_argument(
-        "--asymmetric", dest="symmetric", action="store_const", const=False,
+        "--asymmetric",
+        dest="symmetric",
+        action="store_const",
+        const=False,
         help="asymmetric ranges for activations and weights",
     )
     granularity = types.add_mutually_exclusive_group()
     granularity.add_argument(
-        "--per-tensor", dest="granularity", action="store_const", const="Tensor",
+        "--per-tensor",
+        dest="granularity",
+        action="store_const",
+        const="Tensor",
         help="one weight scale per tensor",
     )
     granularity.add_argument(
-        "--per-channel", dest="granularity", action="store_const", const="Channel",
+        "--per-channel",
+        dest="granularity",
+        action="store_const",
+        const="Channel",
         help="one weight scale per output channel",
     )
     types.add_argument(
-        "--scale-type", choices=[member.name for member in ScaleType],
+        "--scale-type",
+        choices=[member.name for member in ScaleType],
         help="representation of activation and weight scales",
     )
     types.add_argument(
-        "--calibration-method", choices=[member.name for member in CalibMethod],
+        "--calibration-method",
+        choices=[member.name for member in CalibMethod],
         help="how activation ranges are chosen from the calibration data",
     )
 
     data = parser.add_argument_group("calibration data")
     source = data.add_mutually_exclusive_group()
     source.add_argument(
-        "--calibration-data", metavar="PATH",
-        help="a .npz file with NAME/INDEX keys, or a folder with one .npz or .npy file per "
-        "sample",
+        "--calibration-data",
+        metavar="PATH",
+        help="a .npz file with NAME/INDEX keys, or a folder with one .npz or .npy file per sample",
     )
     source.add_argument(
-        "--random-data", action="store_true",
+        "--random-data",
+        action="store_true",
         help="calibrate on seeded random data instead of real samples",
     )
     data.add_argument(
-        "--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
+        "--input-shape",
+        action="append",
+        default=[],
+        metavar="NAME=D1,D2,...",
         help="shape of the random data for one input, like x=1,3,224,224 (repeatable)",
     )
     data.add_argument(
-        "--input-range", action="append", default=[], metavar="NAME=LOW,HIGH",
+        "--input-range",
+        action="append",
+        default=[],
+        metavar="NAME=LOW,HIGH",
         help="value range of the random data for one input, like x=-1,1 (repeatable)",
     )
     data.add_argument(
-        "--calibration-size", type=_positive_int, metavar="N",
+        "--calibration-size",
+        type=_positive_int,
+        metavar="N",
         help="use at most N calibration samples",
     )
 
     other = parser.add_argument_group("other settings")
     other.add_argument(
-        "--config", metavar="FILE",
+        "--config",
+        metavar="FILE",
         help="JSON or TOML file with any QConfig field and extra option",
     )
     other.add_argument(
-        "--exclude", action="append", default=[], metavar="NAME",
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="node name or regular expression to keep in float (repeatable)",
     )
     other.add_argument(
-        "--external-data", action="store_true",
+        "--external-data",
+        action="store_true",
         help="save the weights in OUT.onnx.data next to the model",
     )
     verbosity = other.add_mutually_exclusive_group()
@@ -270,15 +312,21 @@ def apply_flags(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any
 def _apply_spec_flags(merged: dict[str, Any], args: argparse.Namespace) -> None:
     """Fill in `default_layer_config` when the file sets no global_config, then apply flags."""
     spec_flags = (
-        args.activation_type, args.weight_type, args.symmetric, args.granularity,
-        args.scale_type, args.calibration_method,
+        args.activation_type,
+        args.weight_type,
+        args.symmetric,
+        args.granularity,
+        args.scale_type,
+        args.calibration_method,
     )
+    default = default_layer_config()
     if "global_config" not in merged:
-        default = default_layer_config()
-        merged["global_config"] = {
-            "activation": spec_to_mapping(default.activation),
-            "weight": spec_to_mapping(default.weight),
-        }
+        merged["global_config"] = {}
+    if isinstance(merged["global_config"], dict):
+        # A role the file leaves out gets the command line's default type, not QConfig's.
+        for role in ("activation", "weight"):
+            if role not in merged["global_config"]:
+                merged["global_config"][role] = spec_to_mapping(getattr(default, role))
     if all(flag is None for flag in spec_flags):
         return
 
@@ -299,7 +347,10 @@ def _apply_spec_flags(merged: dict[str, Any], args: argparse.Namespace) -> None:
     _set_spec_field(layer, ("weight",), "quant_granularity", args.granularity, granularity_flag)
     _set_spec_field(layer, ("activation", "weight"), "scale_type", args.scale_type, "--scale-type")
     _set_spec_field(
-        layer, ("activation",), "calibration_method", args.calibration_method,
+        layer,
+        ("activation",),
+        "calibration_method",
+        args.calibration_method,
         "--calibration-method",
     )
 
@@ -342,8 +393,9 @@ def run_quantize(args: argparse.Namespace) -> int:
     from qrewrite.model.io import check_output_path, inspect_model_file
 
     if (args.input_shape or args.input_range) and args.calibration_data is not None:
-        raise UsageError("--input-shape and --input-range apply only to random data, not to "
-                         "--calibration-data")
+        raise UsageError(
+            "--input-shape and --input-range apply only to random data, not to --calibration-data"
+        )
     config = build_config(args)
 
     # Check the paths before any work, so a wrong path fails at once.
@@ -401,7 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if debug else "; rerun with --debug for the traceback"
         _print_error(
             f"internal error: {type(error).__name__}: {error}{hint}. Please report it with "
-            "the model and the command", debug,
+            "the model and the command",
+            debug,
         )
         return EXIT_INTERNAL_ERROR
 

@@ -91,8 +91,12 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     ) -> onnx.ModelProto:
         samples = None if reader is None else list(reader)
         recorded.append(
-            {"config": self.config, "input": model_input, "output": model_output,
-             "samples": samples}
+            {
+                "config": self.config,
+                "input": model_input,
+                "output": model_output,
+                "samples": samples,
+            }
         )
         return make_model()
 
@@ -112,9 +116,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> None:
         pytest.skip(f"the quantization pipeline is incomplete: {error}")
 
 
-def run_cli(
-    capsys: pytest.CaptureFixture[str], *argv: str | Path
-) -> tuple[int, str, str]:
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
     code = main([str(arg) for arg in argv])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
@@ -236,7 +238,9 @@ def test_input_folder_exits_2(
 
 
 def test_missing_output_folder_exits_2(
-    capsys: pytest.CaptureFixture[str], model_path: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    model_path: Path,
+    tmp_path: Path,
     calls: list[dict[str, Any]],
 ) -> None:
     output = tmp_path / "absent" / "out.onnx"
@@ -262,7 +266,9 @@ def test_output_equal_to_input_exits_2(
 
 
 def test_external_data_outside_exits_2(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, out_folder: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    out_folder: Path,
     calls: list[dict[str, Any]],
 ) -> None:
     proto = make_model()
@@ -282,7 +288,9 @@ def test_external_data_outside_exits_2(
 
 
 def test_no_calibration_data_exits_2(
-    capsys: pytest.CaptureFixture[str], model_path: Path, out_folder: Path,
+    capsys: pytest.CaptureFixture[str],
+    model_path: Path,
+    out_folder: Path,
     calls: list[dict[str, Any]],
 ) -> None:
     code, _, err = run_cli(capsys, "quantize", model_path, out_folder / "out.onnx")
@@ -298,15 +306,23 @@ def test_no_calibration_data_exits_2(
 
 
 def test_config_unknown_key_exits_2(
-    capsys: pytest.CaptureFixture[str], model_path: Path, out_folder: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    model_path: Path,
+    out_folder: Path,
+    tmp_path: Path,
     calls: list[dict[str, Any]],
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text("PrintSumary = false\n")
 
     code, _, err = run_cli(
-        capsys, "quantize", model_path, out_folder / "out.onnx", "--random-data",
-        "--config", config,
+        capsys,
+        "quantize",
+        model_path,
+        out_folder / "out.onnx",
+        "--random-data",
+        "--config",
+        config,
     )
 
     assert code == EXIT_USAGE
@@ -316,7 +332,10 @@ def test_config_unknown_key_exits_2(
 
 
 def test_config_invalid_toml_exits_2(
-    capsys: pytest.CaptureFixture[str], model_path: Path, out_folder: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    model_path: Path,
+    out_folder: Path,
+    tmp_path: Path,
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text("[global_config\n")
@@ -330,11 +349,18 @@ def test_config_invalid_toml_exits_2(
 
 
 def test_unbuilt_type_exits_2(
-    capsys: pytest.CaptureFixture[str], model_path: Path, out_folder: Path,
+    capsys: pytest.CaptureFixture[str],
+    model_path: Path,
+    out_folder: Path,
 ) -> None:
     code, _, err = run_cli(
-        capsys, "quantize", model_path, out_folder / "out.onnx", "--random-data",
-        "--weight-type", "Int32",
+        capsys,
+        "quantize",
+        model_path,
+        out_folder / "out.onnx",
+        "--random-data",
+        "--weight-type",
+        "Int32",
     )
 
     assert code == EXIT_USAGE
@@ -388,16 +414,24 @@ def test_float_type_flag() -> None:
 
 def test_spec_flags() -> None:
     config = build_config(
-        parse("--asymmetric", "--per-channel", "--scale-type", "PowerOf2",
-              "--calibration-method", "MinMax")
+        parse(
+            "--asymmetric",
+            "--per-channel",
+            "--scale-type",
+            "PowerOf2",
+            "--calibration-method",
+            "MinMax",
+        )
     )
 
     activation = config.global_config.activation
     weight = config.global_config.weight
-    assert activation == UInt8Spec(symmetric=False, scale_type=ScaleType.PowerOf2,
-                                   calibration_method=CalibMethod.MinMax)
-    assert weight == Int8Spec(symmetric=False, scale_type=ScaleType.PowerOf2,
-                              quant_granularity=QuantGranularity.Channel)
+    assert activation == UInt8Spec(
+        symmetric=False, scale_type=ScaleType.PowerOf2, calibration_method=CalibMethod.MinMax
+    )
+    assert weight == Int8Spec(
+        symmetric=False, scale_type=ScaleType.PowerOf2, quant_granularity=QuantGranularity.Channel
+    )
 
 
 def test_spec_flag_on_float_specs_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -424,8 +458,19 @@ def test_flags_override_config_file(tmp_path: Path) -> None:
     )
 
     config = build_config(
-        parse("--config", str(config_path), "--activation-type", "Int16", "--calibration-size",
-              "7", "--input-shape", "x=4,16", "--exclude", "tail", "--random-data")
+        parse(
+            "--config",
+            str(config_path),
+            "--activation-type",
+            "Int16",
+            "--calibration-size",
+            "7",
+            "--input-shape",
+            "x=4,16",
+            "--exclude",
+            "tail",
+            "--random-data",
+        )
     )
 
     # The file's explicit symmetric=false survives the type change.
@@ -439,12 +484,26 @@ def test_flags_override_config_file(tmp_path: Path) -> None:
 
 def test_config_file_float_activation_kept(tmp_path: Path) -> None:
     config_path = tmp_path / "config.json"
-    config_path.write_text(json.dumps({"global_config": {"weight": {"type": "Int8"}}}))
+    config_path.write_text(
+        json.dumps({"global_config": {"activation": "float", "weight": {"type": "Int8"}}})
+    )
 
     config = build_config(parse("--config", str(config_path), "--per-channel"))
 
     assert config.global_config.activation is None
     assert config.global_config.weight == Int8Spec(quant_granularity=QuantGranularity.Channel)
+
+
+def test_config_file_role_left_out_gets_command_line_default(tmp_path: Path) -> None:
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(
+        '[global_config.activation]\ntype = "UInt8"\ncalibration_method = "Percentile"\n'
+    )
+
+    config = build_config(parse("--config", str(config_path)))
+
+    assert config.global_config.activation == UInt8Spec(calibration_method=CalibMethod.Percentile)
+    assert config.global_config.weight == default_layer_config().weight
 
 
 def test_verbosity_flags() -> None:
@@ -506,7 +565,9 @@ def test_input_shape_with_calibration_data(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_quantize_passes_config_and_paths(
-    capsys: pytest.CaptureFixture[str], model_path: Path, out_folder: Path,
+    capsys: pytest.CaptureFixture[str],
+    model_path: Path,
+    out_folder: Path,
     calls: list[dict[str, Any]],
 ) -> None:
     output = out_folder / "out.onnx"
@@ -529,7 +590,10 @@ def test_quantize_passes_config_and_paths(
 
 
 def test_quantize_reads_calibration_npz(
-    capsys: pytest.CaptureFixture[str], model_path: Path, out_folder: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    model_path: Path,
+    out_folder: Path,
+    tmp_path: Path,
     calls: list[dict[str, Any]],
 ) -> None:
     samples = [np.full((1, FEATURES), i, dtype=np.float32) for i in range(3)]
@@ -548,7 +612,10 @@ def test_quantize_reads_calibration_npz(
 
 
 def test_calibration_data_wrong_input_exits_2(
-    capsys: pytest.CaptureFixture[str], model_path: Path, out_folder: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    model_path: Path,
+    out_folder: Path,
+    tmp_path: Path,
     calls: list[dict[str, Any]],
 ) -> None:
     data_path = tmp_path / "calibration.npz"
@@ -566,7 +633,9 @@ def test_calibration_data_wrong_input_exits_2(
 
 
 def test_quiet_prints_nothing(
-    capsys: pytest.CaptureFixture[str], model_path: Path, out_folder: Path,
+    capsys: pytest.CaptureFixture[str],
+    model_path: Path,
+    out_folder: Path,
     calls: list[dict[str, Any]],
 ) -> None:
     code, out, err = run_cli(
@@ -586,7 +655,9 @@ def raise_in_quantizer(monkeypatch: pytest.MonkeyPatch, error: BaseException) ->
 
 
 def test_internal_error_exits_1(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, model_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    model_path: Path,
     out_folder: Path,
 ) -> None:
     raise_in_quantizer(monkeypatch, RuntimeError("broken plan\nsecond line"))
@@ -600,7 +671,9 @@ def test_internal_error_exits_1(
 
 
 def test_internal_error_debug_traceback(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, model_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    model_path: Path,
     out_folder: Path,
 ) -> None:
     raise_in_quantizer(monkeypatch, RuntimeError("broken plan"))
@@ -615,7 +688,9 @@ def test_internal_error_debug_traceback(
 
 
 def test_user_error_from_pipeline_exits_2(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, model_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    model_path: Path,
     out_folder: Path,
 ) -> None:
     raise_in_quantizer(monkeypatch, CalibrationDataError("sample 0 contains NaN"))
@@ -627,7 +702,9 @@ def test_user_error_from_pipeline_exits_2(
 
 
 def test_interrupt_exits_130(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, model_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    model_path: Path,
     out_folder: Path,
 ) -> None:
     raise_in_quantizer(monkeypatch, KeyboardInterrupt())
@@ -639,8 +716,11 @@ def test_interrupt_exits_130(
 
 
 def test_errors_write_nothing_to_working_directory(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-    model_path: Path, calls: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    model_path: Path,
+    calls: list[dict[str, Any]],
 ) -> None:
     cwd = tmp_path / "cwd"
     cwd.mkdir()
@@ -714,8 +794,9 @@ def test_quantize_twice_byte_identical(
 ) -> None:
     data_path = tmp_path / "calibration.npz"
     rng = np.random.default_rng(0)
-    np.savez(data_path, **{f"x/{i}": rng.normal(size=(1, FEATURES)).astype(np.float32)
-                           for i in range(4)})
+    np.savez(
+        data_path, **{f"x/{i}": rng.normal(size=(1, FEATURES)).astype(np.float32) for i in range(4)}
+    )
     first = out_folder / "first.onnx"
     second = out_folder / "second.onnx"
 
@@ -747,9 +828,7 @@ def test_quantize_with_config_file(
     code, _, err = run_cli(capsys, "quantize", model_path, output, "--config", config)
 
     assert code == EXIT_OK, err
-    element_types = {
-        tensor.data_type for tensor in onnx.load(output).graph.initializer
-    }
+    element_types = {tensor.data_type for tensor in onnx.load(output).graph.initializer}
     assert TensorProto.INT8 in element_types
 
 

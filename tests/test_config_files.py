@@ -193,8 +193,15 @@ def test_empty_toml_file_is_default_config(tmp_path: Path) -> None:
     assert load_config_file(path) == QConfig()
 
 
-def test_absent_activation_stays_float() -> None:
-    config = config_from_mapping({"global_config": {"weight": {"type": "Int8"}}})
+def test_absent_activation_keeps_default() -> None:
+    config = config_from_mapping({"global_config": {"weight": {"type": "Int16"}}})
+
+    assert config.global_config.activation == Int8Spec()
+    assert config.global_config.weight == Int16Spec()
+
+
+def test_float_activation_string() -> None:
+    config = config_from_mapping({"global_config": {"activation": "float"}})
 
     assert config.global_config.activation is None
     assert config.global_config.weight == Int8Spec()
@@ -223,8 +230,12 @@ def test_type_names_accept_spec_suffix_and_case() -> None:
 
 def test_enum_names_ignore_case() -> None:
     spec = spec_from_mapping(
-        {"type": "Int8", "scale_type": "powerof2", "calibration_method": "minmax",
-         "quant_granularity": "channel"},
+        {
+            "type": "Int8",
+            "scale_type": "powerof2",
+            "calibration_method": "minmax",
+            "quant_granularity": "channel",
+        },
         "spec",
     )
 
@@ -276,9 +287,17 @@ def test_unknown_type_name_suggestion() -> None:
     assert "Did you mean 'Int8'" in str(caught.value)
 
 
-def test_spec_without_type() -> None:
+def test_spec_without_type_keeps_default_type() -> None:
+    config = config_from_mapping({"global_config": {"weight": {"symmetric": False}}})
+
+    assert config.global_config.weight == Int8Spec(symmetric=False)
     with pytest.raises(ConfigError, match="missing 'type'"):
-        config_from_mapping({"global_config": {"weight": {"symmetric": True}}})
+        spec_from_mapping({"symmetric": True}, "spec")
+
+
+def test_spec_field_at_top_level_points_to_its_table() -> None:
+    with pytest.raises(ConfigError, match=r"global_config\.activation"):
+        config_from_mapping({"calibration_method": "Percentile"})
 
 
 def test_invalid_enum_value() -> None:
@@ -319,7 +338,7 @@ def test_wrong_symmetric_type() -> None:
 
 
 def test_file_errors_name_file(tmp_path: Path) -> None:
-    path = write(tmp_path / "config.toml", 'global_confg = {}\n')
+    path = write(tmp_path / "config.toml", "global_confg = {}\n")
 
     with pytest.raises(ConfigError) as caught:
         load_config_file(path)

@@ -25,9 +25,9 @@ in an `options` table. A TOML example:
     [options]
     PrintSummary = false
 
-Inside `global_config`, an absent or null `activation` or `weight` (or the string "float")
-leaves those tensors in float. Without `global_config` the file gets QConfig's default
-layer config. TOML has no null, so `layer_type_config` accepts the key "float" or "None"
+Inside `global_config`, a null `activation` or `weight` (or the string "float") leaves
+those tensors in float, and an absent one keeps QConfig's default spec, as does an absent
+`type`. Without `global_config` the file gets QConfig's default layer config. TOML has no null, so `layer_type_config` accepts the key "float" or "None"
 for the op types that stay in float. Nodes are kept in float with `exclude`.
 """
 
@@ -147,6 +147,11 @@ def _qconfig_arguments(data: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"the config must be a table of keys, got {type(data).__name__}")
     known = [*QCONFIG_KEYS, OPTIONS_TABLE, *OPTIONS]
     for key in data:
+        if key in SPEC_KEYS:
+            raise ConfigError(
+                f"config key {key!r} is a spec field: set it under [global_config.activation] "
+                "or [global_config.weight]"
+            )
         if key not in known:
             raise ConfigError(f"unknown config key {key!r}.{suggest_key(str(key), known)}")
 
@@ -186,30 +191,38 @@ def _options(data: Mapping[str, Any]) -> dict[str, Any]:
 def layer_config_from_mapping(value: Any) -> QLayerConfig:
     """Build a QLayerConfig from `{activation = {...}, weight = {...}}`.
 
-    An absent, null or "float" activation or weight stays in float.
+    A null or "float" activation or weight stays in float; an absent one keeps the default
+    spec of `QLayerConfig()`.
     """
     if isinstance(value, QLayerConfig):
         return value
     if not isinstance(value, Mapping):
         raise ConfigError(
-            "global_config must be a table with activation and weight specs, got "
-            f"{value!r}"
+            f"global_config must be a table with activation and weight specs, got {value!r}"
         )
     for key in value:
         if key not in LAYER_KEYS:
             raise ConfigError(
                 f"unknown global_config key {key!r}.{suggest_key(str(key), list(LAYER_KEYS))}"
             )
-    return QLayerConfig(
-        activation=spec_from_mapping(value.get("activation"), "global_config.activation"),
-        weight=spec_from_mapping(value.get("weight"), "global_config.weight"),
-    )
+    defaults = QLayerConfig()
+    specs = {}
+    for role in LAYER_KEYS:
+        default = getattr(defaults, role)
+        if role in value:
+            specs[role] = spec_from_mapping(value[role], f"global_config.{role}", default)
+        else:
+            specs[role] = default
+    return QLayerConfig(**specs)
 
 
-def spec_from_mapping(value: Any, where: str) -> QTensorConfig | None:
+def spec_from_mapping(
+    value: Any, where: str, default: QTensorConfig | None = None
+) -> QTensorConfig | None:
     """Build a spec such as Int8Spec from `{type = "Int8", symmetric = true, ...}`.
 
     None or the string "float" or "None" returns None, which means the tensor stays in float.
+    Without a "type", the type of `default` is used.
     """
     if value is None or (isinstance(value, str) and value.lower() in FLOAT_NAMES):
         return None
@@ -217,16 +230,18 @@ def spec_from_mapping(value: Any, where: str) -> QTensorConfig | None:
         return value
     if not isinstance(value, Mapping):
         raise ConfigError(
-            f"{where} must be a table such as {{type = \"Int8\"}} or \"float\", got {value!r}"
+            f'{where} must be a table such as {{type = "Int8"}} or "float", got {value!r}'
         )
     for key in value:
         if key not in SPEC_KEYS:
             suggestion = suggest_key(str(key), list(SPEC_KEYS))
             raise ConfigError(f"unknown {where} key {key!r}.{suggestion}")
-    if "type" not in value:
+    if "type" in value:
+        spec_class = _spec_class(value["type"], where)
+    elif default is not None:
+        spec_class = type(default)
+    else:
         raise ConfigError(f"{where} is missing 'type', for example type = \"Int8\"")
-
-    spec_class = _spec_class(value["type"], where)
     fields: dict[str, Any] = {}
     if "symmetric" in value:
         fields["symmetric"] = value["symmetric"]
@@ -302,7 +317,7 @@ def _float_key_to_none(value: Any) -> Any:
 def _algorithms(value: Any) -> list[algorithms.AlgoConfig]:
     if isinstance(value, (str, Mapping)) or not isinstance(value, Sequence):
         raise ConfigError(
-            "algo_config must be a list of tables such as [{type = \"CLE\", cle_steps = 1}], "
+            'algo_config must be a list of tables such as [{type = "CLE", cle_steps = 1}], '
             f"got {value!r}"
         )
     configs = []
