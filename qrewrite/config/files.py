@@ -27,8 +27,9 @@ in an `options` table. A TOML example:
 
 Inside `global_config`, a null `activation` or `weight` (or the string "float") leaves
 those tensors in float, and an absent one keeps QConfig's default spec, as does an absent
-`type`. Without `global_config` the file gets QConfig's default layer config. TOML has no null, so `layer_type_config` accepts the key "float" or "None"
-for the op types that stay in float. Nodes are kept in float with `exclude`.
+`type`. Without `global_config` the file gets QConfig's default layer config. TOML has
+no null, so `layer_type_config` accepts the key "float" or "None" for the op types that
+stay in float. Nodes are kept in float with `exclude`.
 """
 
 from __future__ import annotations
