@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 import onnx
 import onnx_ir as ir
+import onnxruntime.capi.onnxruntime_pybind11_state as ort_errors
 
 from qrewrite.config import CalibMethod, DataType, QConfig, QTensorConfig, ScaleType
-from qrewrite.errors import ConfigError, ModelInputError
+from qrewrite.errors import CalibrationDataError, ConfigError, ModelInputError
 from qrewrite.model.io import check_output_path, load_model, save_model_atomic
 from qrewrite.model.names import name_unnamed_nodes
 from qrewrite.model.opset import convert_opset, target_opset
@@ -121,6 +123,12 @@ def apply_float_rules(state: State) -> State:
     result = apply_rules(state.proto, rules)
     return attrs.evolve(state, proto=result.model)
 
+
+_ONNXRUNTIME_RUN_ERRORS = (
+    ort_errors.Fail,
+    ort_errors.InvalidArgument,
+    ort_errors.RuntimeException,
+)
 
 _QUANTIZED_OP_TYPES = frozenset(
     {
@@ -228,7 +236,16 @@ def calibrate_ranges(state: State) -> State:
             proto, state.model.graph, requests, state.config.options.ExecutionProviders
         )
         samples = peak_collector.observe(samples)
-    ranges = calibrate(proto, requests, samples, state.config.options, histogram_folder)
+    try:
+        ranges = calibrate(proto, requests, samples, state.config.options, histogram_folder)
+    except _ONNXRUNTIME_RUN_ERRORS as error:
+        # The model passed the checker, so a failed run means the samples do not fit it,
+        # such as an image size the model's strides do not divide.
+        detail = re.sub(r"\x1b\[[0-9;]*m", "", " ".join(str(error).split()))
+        raise CalibrationDataError(
+            f"onnxruntime could not run the model on a calibration sample: {detail}; check "
+            "that the samples have the shapes and value ranges the model expects"
+        ) from error
     channel_peaks = None if peak_collector is None else peak_collector.peaks()
     return attrs.evolve(state, ranges=dict(ranges), channel_peaks=channel_peaks)
 

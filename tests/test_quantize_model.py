@@ -381,3 +381,16 @@ def test_gather_on_constant_table_stores_integers() -> None:
     assert initializer(quantized, table_dq.input[0]).dtype == np.uint8
     assert not any(i.name == "table" for i in quantized.graph.initializer)
     assert min_cosine(model, quantized, feeds) > 0.99
+
+
+def test_sample_the_model_cannot_run_is_a_data_error() -> None:
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+        helper.make_node("Resize", ["p", "", "scales"], ["u"], mode="nearest", name="up"),
+        helper.make_node("Add", ["u", "x"], ["y"], name="add"),
+    ]
+    scales = tensor("scales", np.array([1, 1, 2, 2], np.float32))
+    model = make_model(nodes, [("x", [1, 1, "H", "W"])], ["y"], [scales])
+
+    with pytest.raises(CalibrationDataError, match="could not run the model"):
+        quantize(model, samples({"x": [1, 1, 5, 5]}, 2))

@@ -85,7 +85,8 @@ def _check_sample(sample: Any, index: int, inputs: list[InputSpec]) -> dict[str,
         if array.dtype != spec.dtype:
             raise CalibrationDataError(
                 f"calibration sample {index}, input {spec.name!r}: expected dtype {spec.dtype}, "
-                f"given {array.dtype} of shape {list(array.shape)}"
+                f"given {array.dtype} of shape {list(array.shape)}; convert it with "
+                f".astype(np.{spec.dtype})"
             )
         if spec.dims is not None:
             fits = len(spec.dims) == array.ndim and all(
@@ -134,7 +135,8 @@ def _random_shape(spec: InputSpec, options: Any) -> tuple[int, ...]:
     if spec.dims is None or any(d is None for d in spec.dims):
         raise CalibrationDataError(
             f"input {spec.name!r} ({spec.describe()}) has dynamic or unknown dims; give its "
-            f"shape in RandomDataReaderInputShape, like {{{spec.name!r}: [1, 3, 224, 224]}}"
+            f"shape in RandomDataReaderInputShape, like {{{spec.name!r}: [1, 3, 224, 224]}} "
+            f"(on the command line: --input-shape {spec.name}=1,3,224,224)"
         )
     return tuple(d for d in spec.dims if d is not None)
 
