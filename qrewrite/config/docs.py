@@ -6,8 +6,12 @@ test fails while the page is stale.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
+from qrewrite.config import support
+from qrewrite.config.data_types import DataType
+from qrewrite.config.enums import CalibMethod, QuantGranularity, ScaleType
 from qrewrite.config.registry import OPTIONS
 
 _GROUP_TITLES = {
@@ -60,6 +64,16 @@ _PARAMETERS = [
 ]
 
 
+def _order(data_type: DataType) -> int:
+    return list(DataType).index(data_type)
+
+
+def _choices(kind: type[enum.Enum], built: frozenset[Any]) -> str:
+    return ", ".join(
+        f"`{member.name}`" + ("" if member in built else " (not built)") for member in kind
+    )
+
+
 def _default_text(value: Any) -> str:
     if hasattr(value, "items_"):
         return repr(dict(value.items_))
@@ -82,6 +96,52 @@ def render() -> str:
     ]
     for name, type_text, default, doc in _PARAMETERS:
         lines.append(f"| `{name}` | {type_text} | `{default}` | {doc} |")
+
+    lines += [
+        "",
+        "## Spec fields",
+        "",
+        "`Int8Spec`, `UInt8Spec` and the other specs take these fields:",
+        "",
+        "| field | values | default |",
+        "|---|---|---|",
+        "| `symmetric` | True, False | True for signed types, False for unsigned |",
+        f"| `scale_type` | {_choices(ScaleType, support.BUILT_SCALE_TYPES)} | `Float32` |",
+        f"| `calibration_method` | {_choices(CalibMethod, support.BUILT_CALIB_METHODS)} "
+        "| `MinMax` |",
+        f"| `quant_granularity` | {_choices(QuantGranularity, support.BUILT_GRANULARITIES)} "
+        "| `Tensor` |",
+        "",
+        "Built spec classes: "
+        + ", ".join(f"`{t.value}Spec`" for t in sorted(support.BUILT_DATA_TYPES, key=_order))
+        + ", and `XInt8Spec` (symmetric Int8 with power-of-two scales).",
+        "",
+        "## Config files",
+        "",
+        "`qrewrite quantize --config FILE` reads JSON or TOML with the same names. Spec fields go",
+        "in the `global_config.activation` and `global_config.weight` tables; extra options go",
+        "at top level or in an `options` table. A role left out keeps its default spec, and",
+        '`"float"` leaves it in float:',
+        "",
+        "```toml",
+        "exclude = [\"^/head/.*\"]",
+        "",
+        "[global_config.activation]",
+        "type = \"UInt8\"",
+        "calibration_method = \"Percentile\"",
+        "",
+        "[global_config.weight]",
+        "type = \"Int8\"",
+        "quant_granularity = \"Channel\"",
+        "",
+        "[layer_type_config]",
+        "Int16 = [\"Softmax\"]",
+        "float = [\"Resize\"]",
+        "",
+        "[options]",
+        "Percentile = 99.99",
+        "```",
+    ]
 
     built = sum(option.built for option in OPTIONS.values())
     lines += [
