@@ -395,3 +395,18 @@ def test_non_utf8_file(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config_file(path)
+
+
+def test_options_page_example_loads(tmp_path: Path) -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "options.md").read_text()
+    example = page.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.toml"
+    path.write_text(example)
+
+    config = load_config_file(path)
+
+    assert config.global_config.activation == UInt8Spec(
+        calibration_method=CalibMethod.Percentile
+    )
+    assert config.global_config.weight == Int8Spec(quant_granularity=QuantGranularity.Channel)
+    assert config.options.Percentile == 99.99
