@@ -886,6 +886,16 @@ _PLANNER = [
         "requested.",
         group="planner",
     ),
+    _opt(
+        "KeepSqrtLogInputsFloat",
+        t.BOOL,
+        True,
+        "Leave float the input of each Sqrt, Log, Reciprocal and Pow with a constant "
+        "exponent below 1, and the operands of the Add, Sub, ReduceSum, ReduceMean and "
+        "constant Mul or Div that compute it, because these ops turn the rounding of "
+        "values near zero into large errors (a magnitude Sqrt(re^2 + im^2) of quiet audio).",
+        group="planner",
+    ),
 ]
 
 OPTIONS: dict[str, Option] = {

@@ -9,6 +9,7 @@ from qrewrite.quantization.planner.output_concat import split_output_concat
 from qrewrite.quantization.planner.sentinel import keep_sentinel_tensors_float
 from qrewrite.quantization.planner.slow_kernels import keep_slow_ops_float
 from qrewrite.quantization.planner.slow_types import warn_slow_types
+from qrewrite.quantization.planner.steep_inputs import keep_sqrt_log_inputs_float
 
 PLANNER_RULES: tuple[PlannerRule, ...] = (
     PlannerRule(
@@ -46,5 +47,11 @@ PLANNER_RULES: tuple[PlannerRule, ...] = (
         option="WarnSlowTypes",
         after_calibration=False,
         apply=warn_slow_types,
+    ),
+    PlannerRule(
+        name="KeepSqrtLogInputsFloat",
+        option="KeepSqrtLogInputsFloat",
+        after_calibration=False,
+        apply=keep_sqrt_log_inputs_float,
     ),
 )
