@@ -211,7 +211,9 @@ def _apply_planner(state: State, *, after_calibration: bool) -> State:
 
 def calibrate_ranges(state: State) -> State:
     """Run the float model on the calibration samples and collect ranges."""
-    from qrewrite.calibration import calibrate, samples_from
+    from qrewrite.calibration import samples_from
+    from qrewrite.calibration.channel_peaks import channel_peak_ranks
+    from qrewrite.calibration.engine import calibrate_with_channel_peaks
     from qrewrite.calibration.figures import histogram_folder_for
 
     assert state.model is not None and state.selection is not None
@@ -228,16 +230,14 @@ def calibrate_ranges(state: State) -> State:
     histogram_folder = None
     if state.config.options.SaveTensorHistFig and state.output_path is not None:
         histogram_folder = histogram_folder_for(os.fspath(state.output_path))
-    peak_collector = None
+    # Channel peaks come from the same onnxruntime run as the ranges.
+    peak_ranks: dict[str, int] = {}
     if state.config.options.KeepOutlierTensorsFloat:
-        from qrewrite.calibration.channel_peaks import ChannelPeakCollector
-
-        peak_collector = ChannelPeakCollector(
-            proto, state.model.graph, requests, state.config.options.ExecutionProviders
-        )
-        samples = peak_collector.observe(samples)
+        peak_ranks = channel_peak_ranks(state.model.graph, requests)
     try:
-        ranges = calibrate(proto, requests, samples, state.config.options, histogram_folder)
+        ranges, channel_peaks = calibrate_with_channel_peaks(
+            proto, requests, samples, state.config.options, peak_ranks, histogram_folder
+        )
     except _ONNXRUNTIME_RUN_ERRORS as error:
         # The model passed the checker, so a failed run means the samples do not fit it,
         # such as an image size the model's strides do not divide.
@@ -246,7 +246,8 @@ def calibrate_ranges(state: State) -> State:
             f"onnxruntime could not run the model on a calibration sample: {detail}; check "
             "that the samples have the shapes and value ranges the model expects"
         ) from error
-    channel_peaks = None if peak_collector is None else peak_collector.peaks()
+    if not state.config.options.KeepOutlierTensorsFloat:
+        channel_peaks = None
     return attrs.evolve(state, ranges=dict(ranges), channel_peaks=channel_peaks)
 
 

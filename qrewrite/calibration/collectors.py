@@ -250,3 +250,30 @@ class Histogram:
         abs_max = max(abs(self.min), abs(self.max))
         first = int(folded.min())
         return Histogram(self.exponent, first, counts[first:], abs_min, abs_max)
+
+
+@attrs.frozen(eq=False)
+class ChannelPeaks:
+    """Running maximum |x| of each slice along a tensor's last axis.
+
+    `peaks` is None before the first batch. A tensor whose last axis changes length
+    between batches has no per-channel peak: `varying` becomes True and stays True.
+    """
+
+    peaks: np.ndarray | None = None
+    varying: bool = False
+
+    def update(self, batch_peaks: Any) -> ChannelPeaks:
+        """Merge the peaks of one batch, a vector with one entry per slice of the last axis."""
+        return self.merge(ChannelPeaks(np.asarray(batch_peaks, dtype=np.float32)))
+
+    def merge(self, other: ChannelPeaks) -> ChannelPeaks:
+        if self.varying or other.varying:
+            return ChannelPeaks(None, True)
+        if other.peaks is None:
+            return self
+        if self.peaks is None:
+            return other
+        if self.peaks.shape != other.peaks.shape:
+            return ChannelPeaks(None, True)
+        return ChannelPeaks(np.maximum(self.peaks, other.peaks))

@@ -58,20 +58,23 @@ def collect(
     samples: Iterable[Mapping[str, np.ndarray]],
     options: Any,
     histogram_tensors: Iterable[str] = (),
+    peak_ranks: Mapping[str, int] | None = None,
 ) -> dict[str, TensorCollector]:
     """Run every sample once and return the merged statistics of each requested tensor.
 
-    `histogram_tensors` get a histogram even when their method does not need one. With
+    `histogram_tensors` get a histogram even when their method does not need one. The
+    tensors of `peak_ranks` (tensor -> rank, at least 2) also get channel peaks. With
     CalibWorkerNum > 1 the samples are shared among worker processes.
     """
     extra = set(histogram_tensors)
+    peak_ranks = dict(peak_ranks or {})
     collectors = {
-        tensor: empty_collector(request, options, tensor in extra)
+        tensor: empty_collector(request, options, tensor in extra, tensor in peak_ranks)
         for tensor, request in requests.items()
     }
     progress = tqdm(samples, desc="calibration", unit="sample", disable=_progress_disabled())
     with tempfile.TemporaryDirectory(prefix="qrewrite-calib-", dir=options.TmpDir) as folder:
-        plan = StatsPlan.create(model, collectors, options, folder)
+        plan = StatsPlan.create(model, collectors, options, folder, peak_ranks)
         if options.CalibWorkerNum > 1:
             from qrewrite.calibration.workers import collect_in_workers
 
@@ -94,6 +97,24 @@ def calibrate(
 ) -> dict[str, TensorRange]:
     """Return the calibrated range of every requested tensor after one pass over `samples`.
 
+    See `calibrate_with_channel_peaks`, which this calls without channel peaks.
+    """
+    ranges, _ = calibrate_with_channel_peaks(
+        model, requests, samples, options, {}, histogram_folder
+    )
+    return ranges
+
+
+def calibrate_with_channel_peaks(
+    model: onnx.ModelProto,
+    requests: Mapping[str, Request],
+    samples: Iterable[Mapping[str, np.ndarray]],
+    options: Any,
+    peak_ranks: Mapping[str, int],
+    histogram_folder: str | os.PathLike[str] | None = None,
+) -> tuple[dict[str, TensorRange], dict[str, np.ndarray]]:
+    """Return the calibrated ranges and channel peaks after one pass over `samples`.
+
     `requests` maps tensor names of the main graph (graph inputs and node outputs) to a
     CalibMethod, a PowerOfTwoMethod or a RangeRequest. `model` is not modified. NaN and
     infinite values are left out of the statistics, and each tensor that had some is named
@@ -102,28 +123,39 @@ def calibrate(
     With TensorsRangeFile, an existing file is loaded instead of reading `samples`, and a
     missing one is written after calibration. With SaveTensorHistFig, one PNG per tensor
     goes to `histogram_folder` (see `figures.histogram_folder_for`), which is then required.
+
+    `peak_ranks` maps requested tensors to their rank, at least 2. The second result maps
+    each of them to its channel peaks: max |x| over all axes but the last, a float32
+    vector, over all samples. Tensors whose last axis changed length between samples are
+    left out, and so is every tensor when the ranges come from TensorsRangeFile.
+    The peaks come from the same onnxruntime run as the ranges.
     """
     from qrewrite.calibration.methods import compute_range
 
     range_requests = {t: as_range_request(r, t) for t, r in requests.items()}
     _check_requests(model, range_requests)
+    for tensor, rank in peak_ranks.items():
+        if tensor not in range_requests:
+            raise ConfigError(f"channel peaks of {tensor!r}: the tensor is not in the requests")
+        if rank < 2:
+            raise ConfigError(f"channel peaks of {tensor!r}: rank {rank} is below 2")
     if options.SaveTensorHistFig and histogram_folder is None:
         raise ConfigError(
             "SaveTensorHistFig saves the figures next to the output model; pass an output "
             "model path, or set SaveTensorHistFig=False"
         )
     if not range_requests:
-        return {}
+        return {}, {}
 
     range_file = options.TensorsRangeFile
     if range_file is not None and Path(range_file).exists():
         logger.info("loading tensor ranges from %s instead of calibrating", range_file)
         if options.SaveTensorHistFig:
             logger.warning("SaveTensorHistFig: no histograms, because ranges were loaded")
-        return load_ranges(range_file, range_requests)
+        return load_ranges(range_file, range_requests), {}
 
     figure_tensors = list(range_requests) if options.SaveTensorHistFig else []
-    collectors = collect(model, range_requests, samples, options, figure_tensors)
+    collectors = collect(model, range_requests, samples, options, figure_tensors, peak_ranks)
     ranges = {}
     for tensor, request in range_requests.items():
         collector = collectors[tensor]
@@ -136,7 +168,12 @@ def calibrate(
     if histogram_folder is not None and options.SaveTensorHistFig:
         histograms = {t: c.histogram for t, c in collectors.items() if c.histogram is not None}
         save_histogram_figures(Path(histogram_folder), histograms, ranges)
-    return ranges
+    peaks = {}
+    for tensor, collector in collectors.items():
+        channel_peaks = collector.channel_peaks
+        if channel_peaks is not None and channel_peaks.peaks is not None:
+            peaks[tensor] = channel_peaks.peaks
+    return ranges, peaks
 
 
 def _warn_about_values(tensor: str, stats: MinMax) -> None:

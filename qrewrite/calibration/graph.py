@@ -7,7 +7,8 @@ The reduced outputs are:
 
 - `min`, `max`: extremes of the elements, `size`: number of elements,
 - with a histogram: `exponent` k, `first_bin` b and `counts` c, where c[i] counts the
-  elements in [(b + i) * 2**k, (b + i + 1) * 2**k).
+  elements in [(b + i) * 2**k, (b + i + 1) * 2**k),
+- with channel peaks: max |x| of each slice along the last axis, also for small tensors.
 
 A tensor without NaN or inf, the common case, needs only three reductions; the third, its
 sum, shows whether that holds. Tensors that had NaN or inf get the masked form, which
@@ -22,7 +23,7 @@ writes up to `2 * HISTOGRAM_BINS + 2` bins and Python coarsens them exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -44,6 +45,8 @@ GRAPH_EXPONENT_FLOOR_OFFSET = 25
 HISTOGRAM_MIN_OPSET = 16
 # IsNaN and Where exist from opset 9.
 MIN_MAX_MIN_OPSET = 9
+# ReduceMax takes its axes as an input from opset 18 on, and as an attribute before.
+REDUCE_AXES_INPUT_OPSET = 18
 
 _FLOAT_TYPES = {
     TensorProto.FLOAT,
@@ -232,6 +235,20 @@ def _stat_nodes(
     return nodes, outputs
 
 
+def _peak_nodes(
+    b: _Builder, tensor: str, rank: int, opset: int
+) -> tuple[list[onnx.NodeProto], str]:
+    """Return the nodes that compute max |x| over all axes of `tensor` but the last."""
+    nodes: list[onnx.NodeProto] = []
+    absolute = b.node(nodes, "Abs", [tensor], "abs")
+    axes = list(range(rank - 1))
+    if opset >= REDUCE_AXES_INPUT_OPSET:
+        peaks = b.node(nodes, "ReduceMax", [absolute, b.shape_const(axes)], "peaks", keepdims=0)
+    else:
+        peaks = b.node(nodes, "ReduceMax", [absolute], "peaks", axes=axes, keepdims=0)
+    return nodes, peaks
+
+
 def build_stats_model(
     model: onnx.ModelProto,
     histogram_tensors: Iterable[str],
@@ -239,7 +256,8 @@ def build_stats_model(
     masked_tensors: Iterable[str] = (),
     types: dict[str, int] | None = None,
     raw_tensors: Iterable[str] = (),
-) -> tuple[onnx.ModelProto, list[StatOutputs], dict[str, str]]:
+    peak_ranks: Mapping[str, int] | None = None,
+) -> tuple[onnx.ModelProto, list[StatOutputs], dict[str, str], dict[str, str]]:
     """Return a copy of `model` whose outputs are the statistics of the given tensors.
 
     The model's own outputs are dropped, so nothing but the reduced values is kept alive.
@@ -247,6 +265,9 @@ def build_stats_model(
     report their sum, from which the caller sees whether they need masking.
     `raw_tensors` (small ones) are not reduced but become float32 outputs themselves; the
     third result maps each of them to its output name.
+    `peak_ranks` maps tensors of rank 2 or more to their rank. Each gets an output with
+    its channel peaks, max |x| over all axes but the last, in the tensor's own type; the
+    fourth result maps each of them to that output's name.
     The caller must ensure the model's opset is at least `HISTOGRAM_MIN_OPSET` when any
     histogram is requested, and at least `MIN_MAX_MIN_OPSET` otherwise.
     """
@@ -279,6 +300,13 @@ def build_stats_model(
         )
         graph.node.extend(nodes)
         all_outputs.append(outputs)
+    peak_outputs = {}
+    opset = default_opset(model)
+    for tensor, rank in (peak_ranks or {}).items():
+        if rank < 2:
+            raise ValueError(f"channel peaks need a tensor of rank 2 or more, {tensor!r} has {rank}")
+        nodes, peak_outputs[tensor] = _peak_nodes(builder, tensor, rank, opset)
+        graph.node.extend(nodes)
 
     graph.initializer.extend(builder.initializers)
     del graph.output[:]
@@ -297,7 +325,10 @@ def build_stats_model(
                 graph.output.append(helper.make_tensor_value_info(name, elem_type, None))
     for name in raw_outputs.values():
         graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    return stats_model, all_outputs, raw_outputs
+    for tensor, name in peak_outputs.items():
+        elem_type = types.get(tensor, TensorProto.FLOAT)
+        graph.output.append(helper.make_tensor_value_info(name, elem_type, None))
+    return stats_model, all_outputs, raw_outputs, peak_outputs
 
 
 def is_float_type(elem_type: int | None) -> bool:

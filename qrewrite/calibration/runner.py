@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 from qrewrite.calibration import graph
 from qrewrite.calibration.batch import batch_stats
-from qrewrite.calibration.collectors import Histogram, MinMax
+from qrewrite.calibration.collectors import ChannelPeaks, Histogram, MinMax
 from qrewrite.calibration.requests import RangeRequest
 from qrewrite.calibration.tensor_collector import TensorCollector, empty_collector
 from qrewrite.errors import ConfigError, ModelInputError
@@ -47,15 +47,16 @@ def _with_opset(model: onnx.ModelProto, needed: int) -> onnx.ModelProto:
     return converted
 
 
-def _session_options() -> ort.SessionOptions:
-    session_options = ort.SessionOptions()
+def session_options() -> ort.SessionOptions:
+    """Return the options of a calibration session, which keep its peak memory low."""
+    options = ort.SessionOptions()
     # Run each reduction right after the node that produces its tensor, so the tensor can
     # be freed before the next large one is computed.
-    session_options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+    options.execution_order = ort.ExecutionOrder.PRIORITY_BASED
     # Give the memory back after each run instead of keeping the arena at its peak.
-    session_options.enable_cpu_mem_arena = False
-    session_options.log_severity_level = 3
-    return session_options
+    options.enable_cpu_mem_arena = False
+    options.log_severity_level = 3
+    return options
 
 
 def check_providers(options: Any) -> list[str]:
@@ -96,6 +97,8 @@ class StatsPlan:
     # Tensors whose collectors need each sample's statistics on their own: moving
     # averages and MostCommon votes.
     per_sample_tensors: tuple[str, ...] = ()
+    # Tensor -> rank, for the tensors whose channel peaks are collected.
+    peak_ranks: dict[str, int] = attrs.field(factory=dict, eq=False)
 
     @classmethod
     def create(
@@ -104,7 +107,9 @@ class StatsPlan:
         collectors: Mapping[str, TensorCollector],
         options: Any,
         folder: str | None = None,
+        peak_ranks: Mapping[str, int] | None = None,
     ) -> StatsPlan:
+        """Plan the statistics `collectors` need, and channel peaks of `peak_ranks`' tensors."""
         histograms = tuple(t for t, c in collectors.items() if c.histogram is not None)
         min_max_only = tuple(t for t in collectors if t not in set(histograms))
         needed = graph.HISTOGRAM_MIN_OPSET if histograms else graph.MIN_MAX_MIN_OPSET
@@ -114,7 +119,16 @@ class StatsPlan:
         per_sample = tuple(
             t for t, c in collectors.items() if c.moving_average is not None or c.votes is not None
         )
-        return cls(source, histograms, min_max_only, types, providers, folder, per_sample)
+        return cls(
+            source,
+            histograms,
+            min_max_only,
+            types,
+            providers,
+            folder,
+            per_sample,
+            dict(peak_ranks or {}),
+        )
 
 
 # Tensors with at most this many elements in the first sample are returned whole and
@@ -168,40 +182,42 @@ class StatsRunner:
 
     def _build(self) -> None:
         plan = self.plan
-        stats_model, self.outputs, self.raw_outputs = graph.build_stats_model(
-            plan.model,
-            plan.histogram_tensors,
-            plan.min_max_tensors,
-            self.masked,
-            plan.types,
-            self.raw,
+        stats_model, self.outputs, self.raw_outputs, self.peak_outputs = (
+            graph.build_stats_model(
+                plan.model,
+                plan.histogram_tensors,
+                plan.min_max_tensors,
+                self.masked,
+                plan.types,
+                self.raw,
+                plan.peak_ranks,
+            )
         )
         source = model_source(stats_model, plan.folder)
         del stats_model
-        session_options = _session_options()
-        session_options.intra_op_num_threads = self.threads
-        self.session = ort.InferenceSession(
-            source, session_options, providers=list(plan.providers)
-        )
+        options = session_options()
+        options.intra_op_num_threads = self.threads
+        self.session = ort.InferenceSession(source, options, providers=list(plan.providers))
         self.output_names = [name for o in self.outputs for name in o.names()]
         self.output_names += list(self.raw_outputs.values())
+        self.output_names += list(self.peak_outputs.values())
 
     def run(self, sample: Mapping[str, np.ndarray]) -> dict[str, TensorCollector]:
         """Run one sample and return statistics of the tensors that are ready.
 
-        Reduced tensors and per-sample tensors are always ready. Small tensors returned
-        whole wait in a buffer and come back, covering several samples, when it is full
-        or from `flush`.
+        Reduced tensors, per-sample tensors and channel peaks are always ready. Small
+        tensors returned whole wait in a buffer and come back, covering several samples,
+        when it is full or from `flush`.
         """
         if self.session is None:
             self._choose_raw(sample)
             self._build()
-        stats, unmasked, raw_arrays = self._run_once(sample)
+        stats, unmasked, raw_arrays, peaks_by_tensor = self._run_once(sample)
         if unmasked:
             logger.debug("leaving NaN and inf out of %d more tensors", len(unmasked))
             self.masked |= unmasked
             self._build()
-            stats, _, raw_arrays = self._run_once(sample)
+            stats, _, raw_arrays, peaks_by_tensor = self._run_once(sample)
 
         per_sample = set(self.plan.per_sample_tensors)
         now = {t: a for t, a in raw_arrays.items() if t in per_sample}
@@ -212,6 +228,10 @@ class StatsRunner:
                 self.pending_elements += array.size
         if self.pending_elements >= RAW_BUFFER_ELEMENTS:
             stats.update(self.flush())
+
+        for tensor, peaks in peaks_by_tensor.items():
+            collector = stats.get(tensor, TensorCollector())
+            stats[tensor] = attrs.evolve(collector, channel_peaks=ChannelPeaks().update(peaks))
 
         grown = {t for t, array in raw_arrays.items() if array.size > RAW_MAX_ELEMENTS}
         if grown:
@@ -247,13 +267,16 @@ class StatsRunner:
 
     def _run_once(
         self, sample: Mapping[str, np.ndarray]
-    ) -> tuple[dict[str, TensorCollector], set[str], dict[str, np.ndarray]]:
-        """Return the reduced tensors' statistics, tensors that need masking, raw tensors."""
+    ) -> tuple[
+        dict[str, TensorCollector], set[str], dict[str, np.ndarray], dict[str, np.ndarray]
+    ]:
+        """Return reduced tensors' statistics, tensors to mask, raw tensors, channel peaks."""
         assert self.session is not None
         fetched = self.session.run(self.output_names, sample)
         values = dict(zip(self.output_names, fetched, strict=True))
         result, unmasked = {}, set()
         raw_arrays = {tensor: values[name] for tensor, name in self.raw_outputs.items()}
+        peaks = {tensor: values[name] for tensor, name in self.peak_outputs.items()}
         for outputs in self.outputs:
             size = int(values[outputs.size])
             check = values[outputs.check]
@@ -277,4 +300,4 @@ class StatsRunner:
                     )
             min_max = MinMax(count, nonfinite, low, high) if count > 0 else MinMax(0, nonfinite)
             result[outputs.tensor] = TensorCollector(min_max, None, histogram)
-        return result, unmasked, raw_arrays
+        return result, unmasked, raw_arrays, peaks

@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from qrewrite.calibration.collectors import Histogram, MinMax, MovingAverageMinMax
+from qrewrite.calibration.collectors import ChannelPeaks, Histogram, MinMax, MovingAverageMinMax
 from qrewrite.calibration.grid import grid_for
 from qrewrite.calibration.power_of_two import PositionVotes, min_mse_exponent
 from qrewrite.calibration.requests import PowerOfTwoMethod, RangeRequest
@@ -21,6 +21,7 @@ class TensorCollector:
     moving_average: MovingAverageMinMax | None = None
     histogram: Histogram | None = None
     votes: PositionVotes | None = None
+    channel_peaks: ChannelPeaks | None = None
 
     def merge(self, other: TensorCollector) -> TensorCollector:
         moving = self.moving_average
@@ -32,11 +33,25 @@ class TensorCollector:
         votes = self.votes
         if votes is not None and other.votes is not None:
             votes = votes.merge(other.votes)
-        return TensorCollector(self.min_max.merge(other.min_max), moving, histogram, votes)
+        peaks = _merge_peaks(self.channel_peaks, other.channel_peaks)
+        return TensorCollector(
+            self.min_max.merge(other.min_max), moving, histogram, votes, peaks
+        )
+
+
+def _merge_peaks(
+    running: ChannelPeaks | None, other: ChannelPeaks | None
+) -> ChannelPeaks | None:
+    if running is None or other is None:
+        return running
+    return running.merge(other)
 
 
 def empty_collector(
-    request: RangeRequest, options: Any, with_histogram: bool = False
+    request: RangeRequest,
+    options: Any,
+    with_histogram: bool = False,
+    with_channel_peaks: bool = False,
 ) -> TensorCollector:
     """Return the collector a request needs, before any sample."""
     moving = None
@@ -46,7 +61,8 @@ def empty_collector(
     votes = None
     if request.method is PowerOfTwoMethod.MinMSE and options.MinMSEModePof2Scale == "MostCommon":
         votes = PositionVotes(grid_for(request, options))
-    return TensorCollector(MinMax(), moving, histogram, votes)
+    peaks = ChannelPeaks() if with_channel_peaks else None
+    return TensorCollector(MinMax(), moving, histogram, votes, peaks)
 
 
 def absorb(collector: TensorCollector, sample_stats: TensorCollector) -> TensorCollector:
@@ -61,4 +77,5 @@ def absorb(collector: TensorCollector, sample_stats: TensorCollector) -> TensorC
         histogram = histogram.merge(sample_stats.histogram)
         if votes is not None and sample_stats.histogram.counts.size:
             votes = votes.vote(min_mse_exponent(sample_stats.histogram, votes.grid))
-    return TensorCollector(collector.min_max.merge(stats), moving, histogram, votes)
+    peaks = _merge_peaks(collector.channel_peaks, sample_stats.channel_peaks)
+    return TensorCollector(collector.min_max.merge(stats), moving, histogram, votes, peaks)
