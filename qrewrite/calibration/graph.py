@@ -255,8 +255,9 @@ def _stat_nodes(
         high = b.node(nodes, "ReduceMax", [high_input], "max", keepdims=0)
     elif peak_rank is not None:
         # The minimum and maximum of each slice along the last axis give both the
-        # channel peaks and, reduced once more, the tensor's extremes, so the full tensor
-        # is read by two reductions instead of four.
+        # channel peaks and, reduced once more, the tensor's extremes. Besides the sum,
+        # the full tensor is then read twice, where whole-tensor ReduceMin and ReduceMax
+        # plus Abs and its ReduceMax read it four times.
         channel_min = _reduce_to_last_axis(b, nodes, "ReduceMin", source, peak_rank, opset)
         channel_max = _reduce_to_last_axis(b, nodes, "ReduceMax", source, peak_rank, opset)
         low = b.node(nodes, "ReduceMin", [channel_min], "min", keepdims=0)
