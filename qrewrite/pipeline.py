@@ -247,7 +247,7 @@ def calibrate_ranges(state: State) -> State:
             "that the samples have the shapes and value ranges the model expects"
         ) from error
     if not state.config.options.KeepOutlierTensorsFloat:
-        channel_peaks = None
+        return attrs.evolve(state, ranges=dict(ranges), channel_peaks=None)
     return attrs.evolve(state, ranges=dict(ranges), channel_peaks=channel_peaks)
 
 

@@ -232,6 +232,7 @@ def _stat_nodes(
     """
     f32, i32 = np.float32, np.int32
     nodes: list[onnx.NodeProto] = []
+    peaks: str | None = None
     source = tensor
     if elem_type != TensorProto.FLOAT:
         source = b.node(nodes, "Cast", [tensor], "as_float", to=TensorProto.FLOAT)
@@ -275,8 +276,6 @@ def _stat_nodes(
     if masked and peak_rank is not None:
         peak_nodes, peaks = _peak_nodes(b, tensor, elem_type, peak_rank, opset)
         nodes.extend(peak_nodes)
-    elif peak_rank is None:
-        peaks = None
 
     outputs = StatOutputs(tensor, low, high, size, check, masked)
     if histogram:
@@ -353,7 +352,9 @@ def build_stats_model(
     peak_ranks = dict(peak_ranks or {})
     for tensor, rank in peak_ranks.items():
         if rank < 2:
-            raise ValueError(f"channel peaks need a tensor of rank 2 or more, {tensor!r} has {rank}")
+            raise ValueError(
+                f"channel peaks need a tensor of rank 2 or more, {tensor!r} has rank {rank}"
+            )
     opset = default_opset(model)
     peak_outputs = {}
     for tensor in histogram_list + min_max_list:

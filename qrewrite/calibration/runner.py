@@ -186,16 +186,14 @@ class StatsRunner:
 
     def _build(self) -> None:
         plan = self.plan
-        stats_model, self.outputs, self.raw_outputs, self.peak_outputs = (
-            graph.build_stats_model(
-                plan.model,
-                plan.histogram_tensors,
-                plan.min_max_tensors,
-                self.masked,
-                plan.types,
-                self.raw,
-                plan.peak_ranks,
-            )
+        stats_model, self.outputs, self.raw_outputs, self.peak_outputs = graph.build_stats_model(
+            plan.model,
+            plan.histogram_tensors,
+            plan.min_max_tensors,
+            self.masked,
+            plan.types,
+            self.raw,
+            plan.peak_ranks,
         )
         source = model_source(stats_model, plan.folder)
         del stats_model
@@ -271,9 +269,7 @@ class StatsRunner:
 
     def _run_once(
         self, sample: Mapping[str, np.ndarray]
-    ) -> tuple[
-        dict[str, TensorCollector], set[str], dict[str, np.ndarray], dict[str, np.ndarray]
-    ]:
+    ) -> tuple[dict[str, TensorCollector], set[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Return reduced tensors' statistics, tensors to mask, raw tensors, channel peaks."""
         assert self.session is not None
         fetched = self.session.run(self.output_names, sample)

@@ -34,14 +34,10 @@ class TensorCollector:
         if votes is not None and other.votes is not None:
             votes = votes.merge(other.votes)
         peaks = _merge_peaks(self.channel_peaks, other.channel_peaks)
-        return TensorCollector(
-            self.min_max.merge(other.min_max), moving, histogram, votes, peaks
-        )
+        return TensorCollector(self.min_max.merge(other.min_max), moving, histogram, votes, peaks)
 
 
-def _merge_peaks(
-    running: ChannelPeaks | None, other: ChannelPeaks | None
-) -> ChannelPeaks | None:
+def _merge_peaks(running: ChannelPeaks | None, other: ChannelPeaks | None) -> ChannelPeaks | None:
     if running is None or other is None:
         return running
     return running.merge(other)
