@@ -44,7 +44,7 @@ _ONNXSLIM_SKIPPED_FUSIONS = ["FusionConvBN", "FusionConvTransposeBN"]
 
 @attrs.frozen
 class State:
-    """What flows between stages. Later stages fill the later fields."""
+    """The values passed between stages. Later stages fill the later fields."""
 
     config: QConfig
     proto: onnx.ModelProto
@@ -88,7 +88,7 @@ def remove_input_initializers(state: State) -> State:
 def simplify(state: State) -> State:
     """Simplify with onnxslim: constant folding, dead code removal, shape cleanup.
 
-    onnxslim's own shape inference is skipped because `prepare` infers shapes anyway; on
+    onnxslim's own shape inference is skipped because `prepare` infers shapes anyway. On
     PP-OCRv4 det that halves the stage (0.54 s to 0.30 s, onnxslim 0.1.98, 2-core x86_64).
     """
     import onnxslim
@@ -197,7 +197,8 @@ def _apply_planner(state: State, *, after_calibration: bool) -> State:
     from qrewrite.quantization.planner import PlannerContext, apply_planner_rules
     from qrewrite.quantization.planner.rules import PLANNER_RULES
 
-    assert state.model is not None and state.selection is not None
+    assert state.model is not None
+    assert state.selection is not None
     context = PlannerContext(
         graph=state.model.graph,
         config=state.config,
@@ -216,7 +217,8 @@ def calibrate_ranges(state: State) -> State:
     from qrewrite.calibration.engine import calibrate_with_channel_peaks
     from qrewrite.calibration.figures import histogram_folder_for
 
-    assert state.model is not None and state.selection is not None
+    assert state.model is not None
+    assert state.selection is not None
     requests = {
         tensor: _range_request(spec)
         for tensor, spec in calibration_specs(state.selection, state.model.graph).items()
@@ -253,7 +255,9 @@ def calibrate_ranges(state: State) -> State:
 
 def plan_parameters(state: State) -> State:
     """Compute scales and zero points."""
-    assert state.model is not None and state.selection is not None and state.ranges is not None
+    assert state.model is not None
+    assert state.selection is not None
+    assert state.ranges is not None
     return attrs.evolve(state, plan=make_plan(state.selection, state.model.graph, state.ranges))
 
 
@@ -266,7 +270,8 @@ def refine_bias_scales(state: State) -> State:
 
 def write_qdq(state: State) -> State:
     """Insert the Q/DQ nodes and integer initializers."""
-    assert state.model is not None and state.plan is not None
+    assert state.model is not None
+    assert state.plan is not None
     model = materialize(
         state.model, state.plan, qdq_pair_for_constants=state.config.options.AddQDQPairToWeight
     )
@@ -274,7 +279,7 @@ def write_qdq(state: State) -> State:
 
 
 def build_stages(config: QConfig) -> list[Stage]:
-    """The stage list for `config`, in order."""
+    """Return the stage list for `config`, in order."""
     options = config.options
     stages: list[Stage] = [Stage("reject quantized input", reject_quantized_input)]
     if options.RemoveInputInit:
@@ -324,7 +329,8 @@ def quantize(
             build_stages(config),
             State(config=config, proto=loaded.proto, reader=reader, output_path=model_output),
         )
-        assert state.model is not None and state.plan is not None
+        assert state.model is not None
+        assert state.plan is not None
         proto = ir.to_proto(state.model)
 
         if model_output is None:

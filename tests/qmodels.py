@@ -106,3 +106,21 @@ def dq_params(
     """Scale, zero point and axis of a DequantizeLinear node whose params are initializers."""
     axis = next((a.i for a in dq.attribute if a.name == "axis"), None)
     return initializer(model, dq.input[1]), initializer(model, dq.input[2]), axis
+
+
+def pipeline_state(model: onnx.ModelProto, feeds: list[dict], **options: object):
+    """Run every pipeline stage with the recommended CPU types; return the final state."""
+    from qrewrite import Int8Spec, QConfig, QLayerConfig, QuantGranularity, UInt8Spec
+    from qrewrite.model.io import load_model
+    from qrewrite.pipeline import State, build_stages, run_stages
+
+    config = QConfig(
+        global_config=QLayerConfig(
+            activation=UInt8Spec(),
+            weight=Int8Spec(quant_granularity=QuantGranularity.Channel),
+        ),
+        PrintSummary=False,
+        **options,
+    )
+    state = State(config=config, proto=load_model(model).proto, reader=feeds)
+    return run_stages(build_stages(config), state)

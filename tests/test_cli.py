@@ -494,7 +494,7 @@ def test_config_file_float_activation_kept(tmp_path: Path) -> None:
     assert config.global_config.weight == Int8Spec(quant_granularity=QuantGranularity.Channel)
 
 
-def test_config_file_role_left_out_gets_command_line_default(tmp_path: Path) -> None:
+def test_config_file_missing_role_default(tmp_path: Path) -> None:
     config_path = tmp_path / "config.toml"
     config_path.write_text(
         '[global_config.activation]\ntype = "UInt8"\ncalibration_method = "Percentile"\n'

@@ -295,7 +295,7 @@ def test_spec_without_type_keeps_default_type() -> None:
         spec_from_mapping({"symmetric": True}, "spec")
 
 
-def test_spec_field_at_top_level_points_to_its_table() -> None:
+def test_top_level_spec_field_rejected() -> None:
     with pytest.raises(ConfigError, match=r"global_config\.activation"):
         config_from_mapping({"calibration_method": "Percentile"})
 

@@ -1,4 +1,4 @@
-"""Each built option changes the quantized model the way its documentation says."""
+"""Each built option changes the quantized model as its documentation states."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_exclude_by_name_regex_and_subgraph() -> None:
     assert not any(n.op_type == "QuantizeLinear" for n in consumers(by_path, "p"))
 
 
-def test_layer_type_config_none_keeps_float_and_types_change() -> None:
+def test_layer_and_type_overrides() -> None:
     model = conv_gemm_model()
     floats = quantize(model, layer_type_config={None: ["Conv"]})
     assert not input_is_dequantized(floats, "conv", 1)
@@ -210,7 +210,8 @@ def test_print_summary_and_log_level(capsys, caplog) -> None:
     with caplog.at_level(logging.DEBUG, logger="qrewrite"):
         ModelQuantizer(config).quantize_model(conv_gemm_model(), None, FEEDS)
     printed = capsys.readouterr().out
-    assert "quantized nodes" in printed and "model size" in printed
+    assert "quantized nodes" in printed
+    assert "model size" in printed
     assert any(r.levelno == logging.INFO for r in caplog.records)
 
     quiet = QConfig(PrintSummary=False, LogSeverityLevel=3)

@@ -7,12 +7,10 @@ import onnx
 import onnx_ir as ir
 import pytest
 from onnx import helper
-from qmodels import make_model, producers, run, tensor
+from qmodels import make_model, pipeline_state, producers, run, tensor
 
-from qrewrite import Int8Spec, QConfig, QLayerConfig, QuantGranularity, UInt8Spec
 from qrewrite.calibration import TensorRange
-from qrewrite.model.io import load_model
-from qrewrite.pipeline import State, build_stages, run_stages
+from qrewrite.pipeline import State
 from qrewrite.quantization.planner.sentinel import find_sentinel_tensors
 
 BATCH, SEQUENCE, WIDTH = 2, 6, 8
@@ -102,16 +100,7 @@ def feeds(count: int, seed: int) -> list[dict[str, np.ndarray]]:
 
 def quantize_state(model: onnx.ModelProto, **options) -> State:
     """Run every pipeline stage and return the final state."""
-    config = QConfig(
-        global_config=QLayerConfig(
-            activation=UInt8Spec(),
-            weight=Int8Spec(quant_granularity=QuantGranularity.Channel),
-        ),
-        PrintSummary=False,
-        **options,
-    )
-    state = State(config=config, proto=load_model(model).proto, reader=feeds(4, seed=1))
-    return run_stages(build_stages(config), state)
+    return pipeline_state(model, feeds(4, seed=1), **options)
 
 
 def max_error(model: onnx.ModelProto, state: State) -> float:

@@ -62,7 +62,8 @@ def test_zero_exactly_representable(bounds, data_type, symmetric, scale_type) ->
 
     assert zero[0] == 0.0
     assert data_type.qmin <= int(params.zero_point) <= data_type.qmax
-    assert float(params.scale) > 0 and np.isfinite(params.scale)
+    assert float(params.scale) > 0
+    assert np.isfinite(params.scale)
 
 
 @settings(max_examples=100, deadline=None)

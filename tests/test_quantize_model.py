@@ -383,7 +383,7 @@ def test_gather_on_constant_table_stores_integers() -> None:
     assert min_cosine(model, quantized, feeds) > 0.99
 
 
-def test_sample_the_model_cannot_run_is_a_data_error() -> None:
+def test_unrunnable_sample_is_data_error() -> None:
     nodes = [
         helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
         helper.make_node("Resize", ["p", "", "scales"], ["u"], mode="nearest", name="up"),

@@ -6,7 +6,7 @@ import enum
 
 
 class ScaleType(enum.Enum):
-    """How a quantization scale is represented."""
+    """The representation of a quantization scale."""
 
     Float32 = "Float32"
     PowerOf2 = "PowerOf2"
@@ -14,7 +14,7 @@ class ScaleType(enum.Enum):
 
 
 class CalibMethod(enum.Enum):
-    """How a tensor's quantization range is chosen from calibration statistics."""
+    """The method that chooses a tensor's quantization range from calibration statistics."""
 
     MinMax = "MinMax"
     MinMSE = "MinMSE"

@@ -210,5 +210,5 @@ OBJECT = OptionType("object", _any)
 
 
 def choice(*choices: str) -> OptionType:
-    """A string restricted to `choices`."""
+    """Return the type of a string restricted to `choices`."""
     return OptionType(" | ".join(repr(c) for c in choices), _str_choice(choices))

@@ -110,7 +110,7 @@ def _check_providers(providers: tuple[str, ...]) -> None:
 
 @attrs.frozen(init=False)
 class QConfig:
-    """What to quantize and how: layer specs, overrides, exclusions and extra options.
+    """The whole quantization config: layer specs, overrides, exclusions and extra options.
 
     Every argument is validated here, so a config that constructs is one the quantizer
     can run. Extra options are keyword arguments named as in docs/options.md.

@@ -1,6 +1,6 @@
 """The registry of extra options: every `QConfig(**kwargs)` key with its type and default.
 
-`built` says whether qrewrite implements the option. An option that is not built accepts
+`built` records whether qrewrite implements the option. An option that is not built accepts
 only its default and raises `NotBuiltError` for any other value, so it is never accepted
 and silently ignored. docs/options.md is generated from this table.
 """

@@ -1,4 +1,4 @@
-"""What the quantizer implements today, in one place.
+"""The values the quantizer implements today, in one place.
 
 The config package rejects every other value with `NotBuiltError` at construction, so an
 option is never accepted and then ignored. Each entry moves here when its feature lands.

@@ -34,7 +34,7 @@ def constant_array(value: ir.Value | None) -> np.ndarray | None:
 
 
 def is_float(value: ir.Value | None) -> bool:
-    """Whether the value is known to hold float32 data."""
+    """Return True if the value is known to contain float32 data."""
     return value is not None and value.dtype in FLOAT_TYPES
 
 

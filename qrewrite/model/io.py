@@ -451,7 +451,7 @@ def _write_model(proto: onnx.ModelProto, path: Path, data_name: str | None) -> N
     path.write_bytes(copy.SerializeToString(deterministic=True))
 
     # onnx creates the data file with mode 0600. Give it the model file's mode, which
-    # follows the umask, so whoever can read the model can read its weights.
+    # follows the umask, so every user who can read the model can read its weights.
     data_path = path.parent / data_name
     if data_path.exists():
         shutil.copymode(path, data_path)

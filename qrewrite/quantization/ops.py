@@ -1,7 +1,7 @@
 """Which inputs and outputs of each supported op type are quantized, and how.
 
 Every op in `OP_ROLES` gets its float activation inputs and its outputs quantized.
-Weight inputs get per-channel scales along `weight_axis` when the spec asks for it.
+Weight inputs get per-channel scales along `weight_axis` when the spec requests it.
 Bias inputs get an int32 scale derived from the input and weight scales. Ops with
 `shares_input_params` move or select values without computing new ones, so their
 outputs reuse the parameters of their first input. An op type missing from the table
@@ -38,7 +38,7 @@ def _last_axis(node: ir.Node, rank: int) -> int:
 
 @attrs.frozen
 class OpRole:
-    """How one op type's inputs and outputs are quantized."""
+    """The quantization role of one op type: which inputs and outputs get Q/DQ."""
 
     activation_inputs: tuple[int, ...] = (0,)
     # Input index -> rule for the per-channel axis of a constant weight at that index.

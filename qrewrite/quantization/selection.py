@@ -1,9 +1,9 @@
 """Select what to quantize: one `Target` per Q/DQ to insert, and which node input uses it.
 
-The selection depends only on the graph and the config, not on calibration data, so it
-also tells calibration which tensors need a range. Nodes are visited in graph
+The selection depends only on the graph and the config, not on calibration data, so
+calibration reads from it which tensors need a range. Nodes are visited in graph
 (topological) order. A consumer reuses its producer's output quantization when the data
-types agree; otherwise it gets a Q/DQ pair of its own on the float tensor.
+types agree. Otherwise it gets a Q/DQ pair of its own on the float tensor.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ A tensor is a sentinel source when
 - it is a float constant that contains an infinity, NaN or a value of that magnitude (the
   calibrated range leaves out infinities, so a -inf mask is found from its constant),
 - or it is one operand of an Add or Sub whose calibrated peak |x| is more than
-  SentinelRatio times the peak of the other operand. The other operand's range stands
-  in for the robust range of the sum, because calibration reports only min and max.
+  SentinelRatio times the peak of the other operand. The other operand's range serves
+  as the robust range of the sum, because calibration reports only min and max.
 
 Each tensor computed from a sentinel source by the ops in `PROPAGATING_OPS` carries the
 sentinel too (the masked scores, a broadcast copy of the mask), up to and excluding the

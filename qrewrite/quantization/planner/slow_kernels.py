@@ -18,8 +18,8 @@ and a QuantizeLinear. Both models pay the same graph-input quantization:
 | Conv 3x3 and 1x1, MatMul, Add, Mul, Sigmoid, GlobalAveragePool | 0.12 to 0.80 | same |
 
 Earlier runs of the script on the same machine gave 17 to 38 for the first MaxPool, 5 to
-28 for AveragePool and 1.03 to 1.13 for the first 5x5 depthwise Conv, so only the side
-of 1.0 is stable, not the size of each ratio.
+28 for AveragePool and 1.03 to 1.13 for the first 5x5 depthwise Conv. So only the side of
+1.0 is stable, not the size of each ratio.
 
 The one-op models never reach onnxruntime's NHWC layout. Between two QLinearConvs it
 runs a uint8 MaxPool as NhwcMaxPool, which beat the float MaxPool with its Q/DQ (integer
