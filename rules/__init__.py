@@ -11,6 +11,7 @@ from typing import Any
 
 from qrewrite.rules.activations import CONVERT_CLIP_TO_RELU, FUSE_GELU, REPLACE_CLIP6_RELU
 from qrewrite.rules.batchnorm import CONVERT_BN_TO_CONV, FOLD_BATCH_NORM
+from qrewrite.rules.dpu import DPU_RULES
 from qrewrite.rules.initializers import copy_bias_init_rule, copy_shared_init_rule
 from qrewrite.rules.normalization import FUSE_INSTANCE_NORM, FUSE_L2_NORM, FUSE_LAYER_NORM
 from qrewrite.rules.pooling import CONVERT_REDUCE_MEAN_TO_GLOBAL_AVG_POOL, SPLIT_LARGE_KERNEL_POOL
@@ -39,10 +40,16 @@ def _stages(
     fusions: tuple[Any, ...],
     conversions: tuple[Any, ...],
     split_pool: tuple[Any, ...],
+    dpu: tuple[Any, ...],
 ) -> RuleSet:
     # Copies come first, so BatchNorm folding never meets a shared weight.
-    # SplitLargeKernelPool runs last, after ReduceMean has become GlobalAveragePool.
-    return RuleSet([copies, fusions, fold, to_conv, conversions, split_pool])
+    # SplitLargeKernelPool runs after ReduceMean has become GlobalAveragePool.
+    # The DPU rules run last: the device computes each pool of a split chain with that
+    # pool's own multiplier, so ConvertAvgPoolToDPUVersion must see the split pools. Run
+    # before the split, it would scale the large pool once and the split would keep
+    # that one Mul. Running after the conversions also lets spatial ReduceMeans reach it
+    # as GlobalAveragePool, which uses the pooling constants.
+    return RuleSet([copies, fusions, fold, to_conv, conversions, split_pool, dpu])
 
 
 def builtin_rules() -> RuleSet:
@@ -54,6 +61,7 @@ def builtin_rules() -> RuleSet:
         _FUSIONS,
         _CONVERSIONS,
         (SPLIT_LARGE_KERNEL_POOL,),
+        DPU_RULES,
     )
 
 
@@ -61,7 +69,8 @@ def float_graph_rules(options: Any) -> RuleSet:
     """Return the float-graph rules that `options` (a `qrewrite.config.ExtraOptions`) selects.
 
     Each rule runs when its option is True. CopySharedInit and CopyBiasInit run when
-    their op type list is not None. OptimizeModel is not read here: the pipeline skips
+    their op type list is not None. The DPU simulation rules also need enable_npu_cnn
+    and SimulateDPU. OptimizeModel is not read here: the pipeline skips
     this stage when it is False.
     """
     copies = []
@@ -80,4 +89,5 @@ def float_graph_rules(options: Any) -> RuleSet:
         enabled(_FUSIONS),
         enabled(_CONVERSIONS),
         enabled((SPLIT_LARGE_KERNEL_POOL,)),
+        enabled(DPU_RULES) if options.enable_npu_cnn and options.SimulateDPU else (),
     )
