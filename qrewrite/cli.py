@@ -21,7 +21,7 @@ from qrewrite import __version__
 from qrewrite.config import CalibMethod, QConfig, QLayerConfig, ScaleType
 from qrewrite.config.files import config_from_mapping, read_config_file, spec_to_mapping
 from qrewrite.errors import QrewriteError
-from qrewrite.recommended import recommended_layer_config
+from qrewrite.recommended import TARGETS, recommended_layer_config
 
 EXIT_OK = 0
 EXIT_INTERNAL_ERROR = 1
@@ -190,6 +190,13 @@ def _add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
 
     other = parser.add_argument_group("other settings")
     other.add_argument(
+        "--target",
+        choices=TARGETS,
+        default=None,
+        help="hardware to tune the default types and rules for: cpu (onnxruntime on CPU, "
+        "the default) or npu_cnn (AMD NPU: XInt8 types, enable_npu_cnn)",
+    )
+    other.add_argument(
         "--config",
         metavar="FILE",
         help="JSON or TOML file with any QConfig field and extra option",
@@ -283,6 +290,10 @@ def build_config(args: argparse.Namespace) -> QConfig:
 def apply_flags(data: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Return a copy of the config mapping `data` with the command-line flags applied."""
     merged = copy.deepcopy(data)
+    if args.target == "npu_cnn":
+        _set_option(merged, "enable_npu_cnn", True)
+    elif args.target == "cpu" and _get_option(merged, "enable_npu_cnn"):
+        raise UsageError("--target cpu contradicts enable_npu_cnn in the config file")
     _apply_spec_flags(merged, args)
 
     if args.exclude:
@@ -319,7 +330,11 @@ def _apply_spec_flags(merged: dict[str, Any], args: argparse.Namespace) -> None:
         args.scale_type,
         args.calibration_method,
     )
-    default = default_layer_config()
+    default = (
+        recommended_layer_config("npu_cnn")
+        if _get_option(merged, "enable_npu_cnn")
+        else default_layer_config()
+    )
     if "global_config" not in merged:
         merged["global_config"] = {}
     if isinstance(merged["global_config"], dict):

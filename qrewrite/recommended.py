@@ -7,16 +7,26 @@ uint8 around each fused node and leaves many Convs in float. `python -m
 benchmarks.bench_kernels` measured PP-OCRv4 det at 640x640 with onnxruntime 1.32.0 on
 one thread (x86_64 AMD EPYC, AVX-512 VNNI): 0.60 of its float latency with this config
 and 1.25 with int8 activations.
+
+For AMD NPUs running CNNs (`target="npu_cnn"`): XInt8Spec (int8, symmetric,
+power-of-two scales, per-tensor) for activations and weights, with enable_npu_cnn.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from qrewrite.config import Int8Spec, QConfig, QLayerConfig, QuantGranularity, UInt8Spec
+from qrewrite.config import (
+    Int8Spec,
+    QConfig,
+    QLayerConfig,
+    QuantGranularity,
+    UInt8Spec,
+    XInt8Spec,
+)
 from qrewrite.errors import ConfigError
 
-TARGETS = ("cpu",)
+TARGETS = ("cpu", "npu_cnn")
 
 
 def recommended_layer_config(target: str = "cpu") -> QLayerConfig:
@@ -26,6 +36,8 @@ def recommended_layer_config(target: str = "cpu") -> QLayerConfig:
             f"unknown target {target!r} for recommended_config; known targets: "
             f"{', '.join(TARGETS)}"
         )
+    if target == "npu_cnn":
+        return QLayerConfig(activation=XInt8Spec(), weight=XInt8Spec())
     return QLayerConfig(
         activation=UInt8Spec(),
         weight=Int8Spec(quant_granularity=QuantGranularity.Channel),
@@ -41,4 +53,6 @@ def recommended_config(target: str = "cpu", **overrides: Any) -> QConfig:
     """
     layer = recommended_layer_config(target)
     arguments: dict[str, Any] = {"global_config": layer, **overrides}
+    if target == "npu_cnn":
+        arguments.setdefault("enable_npu_cnn", True)
     return QConfig(**arguments)

@@ -12,7 +12,7 @@ from typing import Any
 from qrewrite.config import support
 from qrewrite.config.data_types import DataType
 from qrewrite.config.enums import CalibMethod, QuantGranularity, ScaleType
-from qrewrite.config.registry import OPTIONS
+from qrewrite.config.registry import NPU_CNN_DEFAULTS, OPTIONS
 
 _GROUP_TITLES = {
     "general": "General",
@@ -163,11 +163,12 @@ def render() -> str:
             if option.group != group:
                 continue
             state = "yes" if option.built else "not built"
-            default = _default_text(option.default).replace("|", "\\|")
+            default = "`" + _default_text(option.default).replace("|", "\\|") + "`"
+            if option.name in NPU_CNN_DEFAULTS:
+                npu_default = _default_text(NPU_CNN_DEFAULTS[option.name])
+                default += f" (`{npu_default}` with enable_npu_cnn)"
             type_text = option.type.text.replace("|", "\\|")
-            lines.append(
-                f"| `{option.name}` | {type_text} | `{default}` | {state} | {option.doc} |"
-            )
+            lines.append(f"| `{option.name}` | {type_text} | {default} | {state} | {option.doc} |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from qrewrite.config.option_types import FrozenDict, OptionTypeError
-from qrewrite.config.registry import OPTIONS
+from qrewrite.config.registry import NPU_CNN_DEFAULTS, OPTIONS
 from qrewrite.errors import ConfigError, NotBuiltError
 
 
@@ -43,7 +43,10 @@ class ExtraOptions:
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> ExtraOptions:
-        """Validate user-given options and fill in the defaults of the others."""
+        """Validate user-given options and fill in the defaults of the others.
+
+        With enable_npu_cnn, options not given take their NPU_CNN_DEFAULTS value.
+        """
         known = list(OPTIONS)
         for key in kwargs:
             if key not in OPTIONS:
@@ -52,6 +55,10 @@ class ExtraOptions:
         values = {name: option.default for name, option in OPTIONS.items()}
         for key, raw in kwargs.items():
             values[key] = _convert(key, raw)
+        if values["enable_npu_cnn"]:
+            for name, npu_default in NPU_CNN_DEFAULTS.items():
+                if name not in kwargs:
+                    values[name] = npu_default
         return cls(FrozenDict.of(values))
 
     def __getattr__(self, name: str) -> Any:

@@ -10,9 +10,10 @@ import attrs
 
 from qrewrite.config.algorithms import AlgoConfig
 from qrewrite.config.data_types import DataType
+from qrewrite.config.enums import QuantGranularity, ScaleType
 from qrewrite.config.extra_options import ExtraOptions
 from qrewrite.config.option_types import FrozenDict
-from qrewrite.config.spec import QLayerConfig, QTensorConfig
+from qrewrite.config.spec import QLayerConfig, QTensorConfig, XInt8Spec
 from qrewrite.errors import ConfigError, NotBuiltError
 
 # An exclude entry is a node name, a regular expression, or a subgraph given as
@@ -108,6 +109,26 @@ def _check_providers(providers: tuple[str, ...]) -> None:
         )
 
 
+def _check_npu_specs(layer: QLayerConfig) -> None:
+    """Fail unless every spec of `layer` suits an NPU: power-of-two scales, per-tensor."""
+    for role in ("activation", "weight"):
+        spec = getattr(layer, role)
+        if spec is None:
+            continue
+        if spec.scale_type is not ScaleType.PowerOf2:
+            raise ConfigError(
+                f"enable_npu_cnn needs power-of-two scales, but the {role} spec {spec!r} has "
+                f"scale_type {spec.scale_type.name}; use XInt8Spec() or "
+                "scale_type=ScaleType.PowerOf2"
+            )
+        if spec.quant_granularity is not QuantGranularity.Tensor:
+            raise ConfigError(
+                f"enable_npu_cnn needs per-tensor specs, but the {role} spec {spec!r} has "
+                f"quant_granularity {spec.quant_granularity.name}; the NPU has no per-channel "
+                "scales"
+            )
+
+
 @attrs.frozen(init=False)
 class QConfig:
     """The whole quantization config: layer specs, overrides, exclusions and extra options.
@@ -134,8 +155,13 @@ class QConfig:
         use_external_data_format: bool = False,
         **kwargs: Any,
     ) -> None:
+        options = ExtraOptions.from_kwargs(kwargs)
         if global_config is None:
-            global_config = QLayerConfig()
+            global_config = (
+                QLayerConfig(activation=XInt8Spec(), weight=XInt8Spec())
+                if options.enable_npu_cnn
+                else QLayerConfig()
+            )
         if not isinstance(global_config, QLayerConfig):
             raise ConfigError(
                 f"global_config must be a QLayerConfig, got {type(global_config).__name__}"
@@ -144,7 +170,8 @@ class QConfig:
             raise ConfigError(
                 f"use_external_data_format must be True or False, got {use_external_data_format!r}"
             )
-        options = ExtraOptions.from_kwargs(kwargs)
+        if options.enable_npu_cnn:
+            _check_npu_specs(global_config)
         _check_providers(options.ExecutionProviders)
         if options.Int16Bias and kwargs.get("Int32Bias") is True:
             raise ConfigError("Int16Bias and Int32Bias are both True; set only one of them")

@@ -206,7 +206,11 @@ _RULES = [
         group="rules",
     ),
     _opt(
-        "ConvertSplitToSlice", t.BOOL, False, "Turn Split into one Slice per output.", group="rules"
+        "ConvertSplitToSlice",
+        t.BOOL,
+        False,
+        "Turn Split into one Slice per output.",
+        group="rules",
     ),
     _opt(
         "FuseInstanceNorm",
@@ -551,9 +555,14 @@ _NPU = [
         "enable_npu_cnn",
         t.BOOL,
         False,
-        "Target AMD NPUs for CNNs: power-of-two scales and the NPU rule defaults.",
+        "Target AMD NPUs for CNNs. Specs must use power-of-two scales and per-tensor "
+        "weights (QConfig() without global_config then uses XInt8Spec for both). Switches "
+        "on the defaults in NPU_CNN_DEFAULTS, DPU simulation (SimulateDPU), the NPU "
+        "position checks (NPULimitationCheck) and the QDQ removal between Conv, Add or "
+        "Gemm and its activation (RemoveQDQConv*). An option given explicitly keeps its "
+        "value.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "enable_npu_transformer",
@@ -569,55 +578,61 @@ _NPU = [
         True,
         "With enable_npu_cnn, replace ops by the approximations the DPU computes.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "ConvertLeakyReluToDPUVersion",
         t.BOOL,
         True,
-        "With SimulateDPU, use the DPU's fixed-point LeakyRelu slope.",
+        "With SimulateDPU, round LeakyRelu's alpha to the DPU's k/256 slope (0.1 becomes "
+        "26/256).",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "ConvertSigmoidToHardSigmoid",
         t.BOOL,
         True,
-        "With SimulateDPU, replace Sigmoid by HardSigmoid.",
+        "With SimulateDPU, replace Sigmoid by HardSigmoid(1/6, 0.5); outputs move by up to "
+        "0.069.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "ConvertHardSigmoidToDPUVersion",
         t.BOOL,
         True,
-        "With SimulateDPU, use the DPU's HardSigmoid constants.",
+        "With SimulateDPU, compute HardSigmoid(1/6, 0.5) as the DPU does, relu6(x + 3) x "
+        "2731/16384: the HardSigmoid is followed by a Mul.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "ConvertAvgPoolToDPUVersion",
         t.BOOL,
         True,
-        "With SimulateDPU, use the DPU's average pooling arithmetic.",
+        "With SimulateDPU, follow AveragePool and GlobalAveragePool by a Mul so the result is "
+        "the window sum times the DPU's m/2^s approximation of 1/N (3x3: 7/64).",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "ConvertClipToDPUVersion",
         t.BOOL,
         False,
-        "With SimulateDPU, use the DPU's Clip arithmetic.",
+        "With SimulateDPU, round Clip's bounds to integers in [-128, 127]. This matches the "
+        "device only where the Clip's output scale is 1.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "ConvertReduceMeanToDPUVersion",
         t.BOOL,
         True,
-        "With SimulateDPU, use the DPU's ReduceMean arithmetic.",
+        "With SimulateDPU, follow ReduceMean by a Mul so the result is the sum times the "
+        "DPU's m/2^s approximation of 1/N.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "ConvertSoftmaxToDPUVersion",
@@ -631,65 +646,72 @@ _NPU = [
         "NPULimitationCheck",
         t.BOOL,
         True,
-        "With an NPU target, adjust power-of-two positions to the NPU's limits.",
+        "With enable_npu_cnn, move power-of-two positions (scale = 2^-p) into the NPU's shift "
+        "limits before the bias is quantized; docs/design.md lists the limits.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "MaxLoopNum",
         t.POSITIVE_INT,
         5,
-        "Maximum rounds of NPU position adjustment.",
+        "Maximum rounds of the NPU position checks; limits still broken after the last "
+        "round are logged as warnings and counted in the summary.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "AdjustShiftCut",
         t.BOOL,
         True,
-        "NPU check: adjust the output shift of nodes.",
+        "NPU check for Conv and Gemm: keep weight + input - output positions in [0, 16] "
+        "by moving the weight position.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "AdjustShiftBias",
         t.BOOL,
         True,
-        "NPU check: adjust the bias shift.",
+        "NPU check for Conv and Gemm: keep weight + input - bias positions in [min(0, cut - "
+        "16), 15] by moving the bias position.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "AdjustShiftRead",
         t.BOOL,
         True,
-        "NPU check: adjust the input read shift.",
+        "NPU check for Add and Sub: keep the spread of the input positions at most 7.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "AdjustShiftWrite",
         t.BOOL,
         True,
-        "NPU check: adjust the output write shift.",
+        "NPU check: Add keeps min(inputs) - output in [-7, 25], Mul keeps sum(inputs) - "
+        "output in [0, 32], by moving the output position.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "AdjustHardSigmoid",
         t.BOOL,
         True,
-        "NPU check: adjust HardSigmoid positions.",
+        "NPU check for HardSigmoid: input position in [0, 15], output at least 7, and 14 + "
+        "input - output in [0, 31].",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "AdjustShiftSwish",
         t.BOOL,
         True,
-        "NPU check: adjust the Swish shift.",
+        "NPU check for Mul(x, HardSigmoid(x)): keep the two input positions minus the output "
+        "position in [0, 15].",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "AlignConcat",
@@ -698,7 +720,7 @@ _NPU = [
         "NPU check: give Concat inputs and output one position. None means True with "
         "power-of-two scales.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "AlignPool",
@@ -706,7 +728,7 @@ _NPU = [
         None,
         "NPU check: align pooling positions. None means True with power-of-two scales.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "AlignPad",
@@ -714,7 +736,7 @@ _NPU = [
         None,
         "NPU check: align Pad positions. None means True with power-of-two scales.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "AlignSlice",
@@ -722,7 +744,7 @@ _NPU = [
         None,
         "NPU check: align Slice positions. None means True with power-of-two scales.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "AlignTranspose",
@@ -730,7 +752,7 @@ _NPU = [
         False,
         "NPU check: align Transpose positions.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "AlignReshape",
@@ -738,47 +760,52 @@ _NPU = [
         False,
         "NPU check: align Reshape positions.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "RemoveQDQConvClip",
         t.BOOL,
         True,
-        "NPU: remove the Q/DQ between Conv, Add or Gemm and a following Clip.",
+        "With enable_npu_cnn, remove the Q/DQ between Conv, Add or Gemm and a following "
+        "Clip, which the NPU fuses into its producer.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "RemoveQDQConvRelu",
         t.BOOL,
         True,
-        "NPU: remove the Q/DQ between Conv, Add or Gemm and a following Relu.",
+        "With enable_npu_cnn, remove the Q/DQ between Conv, Add or Gemm and a following "
+        "Relu, which the NPU fuses into its producer.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "RemoveQDQConvLeakyRelu",
         t.BOOL,
         True,
-        "NPU: remove the Q/DQ between Conv, Add or Gemm and a following LeakyRelu.",
+        "With enable_npu_cnn, remove the Q/DQ between Conv, Add or Gemm and a following "
+        "LeakyRelu, which the NPU fuses into its producer.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "RemoveQDQConvPRelu",
         t.BOOL,
         True,
-        "NPU: remove the Q/DQ between Conv, Add or Gemm and a following PRelu.",
+        "With enable_npu_cnn, remove the Q/DQ between Conv, Add or Gemm and a following "
+        "PRelu, which the NPU fuses into its producer.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "RemoveQDQConvGelu",
         t.BOOL,
         False,
-        "Remove the Q/DQ between Conv, Add or Gemm and a following Gelu.",
+        "With enable_npu_cnn, remove the Q/DQ between Conv, Add or Gemm and a following "
+        "Gelu.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "RemoveQDQMulAdd",
@@ -786,7 +813,7 @@ _NPU = [
         False,
         "Remove the Q/DQ between Mul and a following Add.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "RemoveQDQBetweenOps",
@@ -794,7 +821,7 @@ _NPU = [
         None,
         "Remove the Q/DQ between each listed (producer, consumer) op type pair.",
         group="npu",
-        built=False,
+        built=True,
     ),
     _opt(
         "RemoveQDQInstanceNorm",
@@ -802,7 +829,7 @@ _NPU = [
         False,
         "Remove the Q/DQ between InstanceNormalization and a following activation.",
         group="npu",
-        built=False,
+        built=True,
     ),
 ]
 
@@ -897,6 +924,21 @@ _PLANNER = [
         group="planner",
     ),
 ]
+
+# Defaults that enable_npu_cnn switches to, unless the option is given explicitly.
+# The NPU has no per-channel weights and runs the bias in the weight's type; the
+# planner defaults that target onnxruntime's CPU kernels do not apply.
+NPU_CNN_DEFAULTS: dict[str, Any] = {
+    "ConvertBNToConv": True,
+    "ConvertReduceMeanToGlobalAvgPool": True,
+    "SplitLargeKernelPool": True,
+    "ConvertSplitToSlice": True,
+    "ConvertClipToRelu": True,
+    "Int32Bias": False,
+    "PerChannelWeightsByDefault": False,
+    "KeepSlowOpsFloat": False,
+    "WarnSlowTypes": False,
+}
 
 OPTIONS: dict[str, Option] = {
     option.name: option
