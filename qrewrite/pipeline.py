@@ -31,8 +31,11 @@ from qrewrite.model.shapes import infer_shapes
 from qrewrite.model.verify import verify_model_file, verify_model_proto
 from qrewrite.quantization.bias import refine_bias
 from qrewrite.quantization.materialize import materialize
+from qrewrite.quantization.npu import adjust_npu_positions, log_report
 from qrewrite.quantization.plan import Plan, make_plan
 from qrewrite.quantization.selection import Selection, calibration_specs, select
+from qrewrite.rules import float_graph_rules
+from qrewrite.rules.qdq_removal import qdq_removal_rules
 from qrewrite.run_context import run_context
 from qrewrite.summary import QuantizationSummary, summarize
 
@@ -117,7 +120,6 @@ def convert_to_target_opset(state: State) -> State:
 def apply_float_rules(state: State) -> State:
     """Apply the float-graph rule packs that the options select."""
     from qrewrite.rewrite import apply_rules
-    from qrewrite.rules import float_graph_rules
 
     rules = float_graph_rules(state.config.options)
     result = apply_rules(state.proto, rules)
@@ -261,6 +263,17 @@ def plan_parameters(state: State) -> State:
     return attrs.evolve(state, plan=make_plan(state.selection, state.model.graph, state.ranges))
 
 
+def refine_npu_scale_positions(state: State) -> State:
+    """Move power-of-two positions into the NPU's shift limits (NPULimitationCheck)."""
+    assert state.model is not None
+    assert state.plan is not None
+    result = adjust_npu_positions(state.plan, state.model.graph, state.config.options)
+    log_report(result.report)
+    return attrs.evolve(
+        state, plan=result.plan, notes=(*state.notes, result.report.summary_line())
+    )
+
+
 def refine_bias_scales(state: State) -> State:
     """Set bias scales to input scale x weight scale, widening weights on overflow."""
     assert state.plan is not None
@@ -278,6 +291,24 @@ def write_qdq(state: State) -> State:
     return attrs.evolve(state, model=model)
 
 
+def remove_qdq_pairs(state: State) -> State:
+    """Remove the Q/DQ pairs that the RemoveQDQ* options name, from the quantized model."""
+    from qrewrite.rewrite import apply_rules
+
+    assert state.model is not None
+    result = apply_rules(state.model, qdq_removal_rules(state.config.options))
+    notes = tuple(
+        f"{name}: removed {report.matches} Q/DQ pair(s)"
+        for name, report in result.rules.items()
+        if report.matches
+    )
+    return attrs.evolve(state, model=result.model, notes=state.notes + notes)
+
+
+def _removes_qdq_pairs(options: Any) -> bool:
+    return len(qdq_removal_rules(options)) > 0
+
+
 def build_stages(config: QConfig) -> list[Stage]:
     """Return the stage list for `config`, in order."""
     options = config.options
@@ -287,7 +318,7 @@ def build_stages(config: QConfig) -> list[Stage]:
     if options.SimplifyModel:
         stages.append(Stage("simplify", simplify))
     stages.append(Stage("convert opset", convert_to_target_opset))
-    if options.OptimizeModel:
+    if len(float_graph_rules(options)) > 0:
         stages.append(Stage("float-graph rules", apply_float_rules))
     stages += [
         Stage("prepare", prepare),
@@ -296,9 +327,16 @@ def build_stages(config: QConfig) -> list[Stage]:
         Stage("calibrate", calibrate_ranges),
         Stage("planner rules on ranges", apply_range_rules),
         Stage("plan", plan_parameters),
+    ]
+    if options.enable_npu_cnn and options.NPULimitationCheck:
+        # Before the bias: refine_bias then derives int32 bias scales from final positions.
+        stages.append(Stage("NPU positions", refine_npu_scale_positions))
+    stages += [
         Stage("refine bias", refine_bias_scales),
         Stage("materialize", write_qdq),
     ]
+    if _removes_qdq_pairs(options):
+        stages.append(Stage("remove Q/DQ pairs", remove_qdq_pairs))
     return stages
 
 

@@ -70,9 +70,17 @@ def float_graph_rules(options: Any) -> RuleSet:
 
     Each rule runs when its option is True. CopySharedInit and CopyBiasInit run when
     their op type list is not None. The DPU simulation rules also need enable_npu_cnn
-    and SimulateDPU. OptimizeModel is not read here: the pipeline skips
-    this stage when it is False.
+    and SimulateDPU. OptimizeModel False drops every rule except the DPU simulation,
+    which describes the target device rather than optimizing the graph.
     """
+    dpu = (
+        tuple(rule for rule in DPU_RULES if getattr(options, rule.option))
+        if options.enable_npu_cnn and options.SimulateDPU
+        else ()
+    )
+    if not options.OptimizeModel:
+        return _stages((), (), (), (), (), (), dpu)
+
     copies = []
     if options.CopySharedInit is not None:
         copies.append(copy_shared_init_rule(list(options.CopySharedInit)))
@@ -89,5 +97,5 @@ def float_graph_rules(options: Any) -> RuleSet:
         enabled(_FUSIONS),
         enabled(_CONVERSIONS),
         enabled((SPLIT_LARGE_KERNEL_POOL,)),
-        enabled(DPU_RULES) if options.enable_npu_cnn and options.SimulateDPU else (),
+        dpu,
     )

@@ -372,17 +372,17 @@ def remove_qdq_between_ops_rule(pairs: Iterable[Sequence[str]]) -> Rule:
     )
 
 
-# The Conv-activation rules, in the order of their options in the registry.
-_CONV_RULES = (
+# The Conv-activation rules that are on by default for the NPU, in registry order.
+_NPU_CONV_RULES = (
     REMOVE_QDQ_CONV_CLIP,
     REMOVE_QDQ_CONV_RELU,
     REMOVE_QDQ_CONV_LEAKY_RELU,
     REMOVE_QDQ_CONV_PRELU,
-    REMOVE_QDQ_CONV_GELU,
 )
 
 QDQ_REMOVAL_RULES = (
-    *_CONV_RULES,
+    *_NPU_CONV_RULES,
+    REMOVE_QDQ_CONV_GELU,
     REMOVE_QDQ_MUL_ADD,
     remove_qdq_between_ops_rule([]),
     REMOVE_QDQ_INSTANCE_NORM,
@@ -392,16 +392,19 @@ QDQ_REMOVAL_RULES = (
 def qdq_removal_rules(options: Any) -> RuleSet:
     """Return, as one stage, the Q/DQ removal rules that `options` selects.
 
-    `options` has the attributes of `qrewrite.config.ExtraOptions`. The RemoveQDQConv*
-    rules run only with `enable_npu_cnn` and their own option True. RemoveQDQMulAdd and
-    RemoveQDQInstanceNorm run when their option is True, and RemoveQDQBetweenOps when
+    `options` has the attributes of `qrewrite.config.ExtraOptions`. RemoveQDQConvClip,
+    RemoveQDQConvRelu, RemoveQDQConvLeakyRelu and RemoveQDQConvPRelu, on by default, run
+    only with `enable_npu_cnn`. RemoveQDQConvGelu, RemoveQDQMulAdd and
+    RemoveQDQInstanceNorm run whenever their option is True, and RemoveQDQBetweenOps when
     its list of pairs is not empty. The order is that of `QDQ_REMOVAL_RULES`.
     """
     selected: list[Rule] = []
     if options.enable_npu_cnn:
         selected.extend(
-            rule for rule in _CONV_RULES if rule.option and getattr(options, rule.option)
+            rule for rule in _NPU_CONV_RULES if rule.option and getattr(options, rule.option)
         )
+    if options.RemoveQDQConvGelu:
+        selected.append(REMOVE_QDQ_CONV_GELU)
     if options.RemoveQDQMulAdd:
         selected.append(REMOVE_QDQ_MUL_ADD)
     if options.RemoveQDQBetweenOps:

@@ -521,9 +521,9 @@ def test_selection_defaults_with_npu():
     )
 
 
-def test_selection_conv_rules_need_npu():
-    options = _options(RemoveQDQConvGelu=True, RemoveQDQMulAdd=True)
-    assert qdq_removal_rules(options).names == ("RemoveQDQMulAdd",)
+def test_selection_default_conv_rules_need_npu():
+    options = _options(RemoveQDQConvRelu=True, RemoveQDQConvGelu=True, RemoveQDQMulAdd=True)
+    assert qdq_removal_rules(options).names == ("RemoveQDQConvGelu", "RemoveQDQMulAdd")
 
 
 def test_selection_every_rule():
