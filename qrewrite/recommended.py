@@ -9,7 +9,8 @@ one thread (x86_64 AMD EPYC, AVX-512 VNNI): 0.60 of its float latency with this 
 and 1.25 with int8 activations.
 
 For AMD NPUs running CNNs (`target="npu_cnn"`): XInt8Spec (int8, symmetric,
-power-of-two scales, per-tensor) for activations and weights, with enable_npu_cnn.
+power-of-two scales, per-tensor) for activations and weights, activation ranges from
+the power-of-two MinMSE search, and enable_npu_cnn.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from qrewrite.config import (
     QLayerConfig,
     QuantGranularity,
     UInt8Spec,
-    XInt8Spec,
 )
+from qrewrite.config.spec import npu_cnn_layer_config
 from qrewrite.errors import ConfigError
 
 TARGETS = ("cpu", "npu_cnn")
@@ -37,7 +38,7 @@ def recommended_layer_config(target: str = "cpu") -> QLayerConfig:
             f"{', '.join(TARGETS)}"
         )
     if target == "npu_cnn":
-        return QLayerConfig(activation=XInt8Spec(), weight=XInt8Spec())
+        return npu_cnn_layer_config()
     return QLayerConfig(
         activation=UInt8Spec(),
         weight=Int8Spec(quant_granularity=QuantGranularity.Channel),

@@ -16,6 +16,7 @@ from qrewrite import (
     XInt8Spec,
 )
 from qrewrite.cli import main as cli_main
+from qrewrite.config.spec import npu_cnn_layer_config
 from qrewrite.errors import ConfigError
 from tests.qmodels import (
     consumers,
@@ -98,7 +99,8 @@ def _is_power_of_two(values: np.ndarray) -> bool:
 
 def test_config_defaults_follow_enable_npu_cnn() -> None:
     config = QConfig(enable_npu_cnn=True)
-    assert config.global_config == QLayerConfig(activation=XInt8Spec(), weight=XInt8Spec())
+    assert config.global_config == npu_cnn_layer_config()
+    assert config.global_config.weight == XInt8Spec()
     assert config.options.ConvertBNToConv and config.options.ConvertSplitToSlice
     assert not config.options.Int32Bias and not config.options.PerChannelWeightsByDefault
 

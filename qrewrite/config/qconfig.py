@@ -13,7 +13,7 @@ from qrewrite.config.data_types import DataType
 from qrewrite.config.enums import QuantGranularity, ScaleType
 from qrewrite.config.extra_options import ExtraOptions
 from qrewrite.config.option_types import FrozenDict
-from qrewrite.config.spec import QLayerConfig, QTensorConfig, XInt8Spec
+from qrewrite.config.spec import QLayerConfig, QTensorConfig, npu_cnn_layer_config
 from qrewrite.errors import ConfigError, NotBuiltError
 
 # An exclude entry is a node name, a regular expression, or a subgraph given as
@@ -158,7 +158,7 @@ class QConfig:
         options = ExtraOptions.from_kwargs(kwargs)
         if global_config is None:
             global_config = (
-                QLayerConfig(activation=XInt8Spec(), weight=XInt8Spec())
+                npu_cnn_layer_config()
                 if options.enable_npu_cnn
                 else QLayerConfig()
             )

@@ -556,7 +556,8 @@ _NPU = [
         t.BOOL,
         False,
         "Target AMD NPUs for CNNs. Specs must use power-of-two scales and per-tensor "
-        "weights (QConfig() without global_config then uses XInt8Spec for both). Switches "
+        "weights (QConfig() without global_config then uses XInt8Spec for both, with "
+        "activation ranges from the power-of-two MinMSE search). Switches "
         "on the defaults in NPU_CNN_DEFAULTS, DPU simulation (SimulateDPU), the NPU "
         "position checks (NPULimitationCheck) and the QDQ removal between Conv, Add or "
         "Gemm and its activation (RemoveQDQConv*). An option given explicitly keeps its "
