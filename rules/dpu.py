@@ -31,6 +31,8 @@ rounding), and its contract bounds how far that formula is from the original op.
   missing bound becomes -128 or 127.
   NOTE: this reproduces Quark's rewrite. Rounding real-valued bounds to integers models
   the device only if the Clip's quantization scale is 1, which Quark does not check.
+- ConvertSoftmaxToDPUVersion (in dpu_softmax.py): the DPU's bfloat16 softmax without max
+  subtraction. Its error against exact softmax grows with the size of the logits.
 
 The constants, the 255 kernel limit and the search range of `dpu_reciprocal` follow the
 DPU simulation in AMD Quark's ONNX quantizer (simulate_dpu.py and quant_utils.py). The
@@ -47,6 +49,7 @@ import numpy as np
 import onnx_ir as ir
 from qrewrite.rules._patterns import is_float
 from qrewrite.rules.activations import _clip_bounds
+from qrewrite.rules.dpu_softmax import CONVERT_SOFTMAX_TO_DPU_VERSION
 
 from qrewrite.rewrite import Contract, MatchResult, RewritePattern, Rule
 from qrewrite.rewrite.helpers import (
@@ -486,4 +489,5 @@ DPU_RULES = (
     CONVERT_AVG_POOL_TO_DPU_VERSION,
     CONVERT_REDUCE_MEAN_TO_DPU_VERSION,
     CONVERT_CLIP_TO_DPU_VERSION,
+    CONVERT_SOFTMAX_TO_DPU_VERSION,
 )

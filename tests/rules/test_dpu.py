@@ -494,7 +494,8 @@ class StandInOptions:
 
 def test_float_graph_rules_gates_dpu_rules():
     dpu_names = {rule.name for rule in DPU_RULES}
-    default_on = dpu_names - {"ConvertClipToDPUVersion"}
+    default_off = {"ConvertClipToDPUVersion", "ConvertSoftmaxToDPUVersion"}
+    default_on = dpu_names - default_off
     cases = [
         ({"enable_npu_cnn": False, "SimulateDPU": True}, set()),
         ({"enable_npu_cnn": True, "SimulateDPU": False}, set()),
@@ -502,7 +503,11 @@ def test_float_graph_rules_gates_dpu_rules():
         (
             {"enable_npu_cnn": True, "SimulateDPU": True, "ConvertClipToDPUVersion": True,
              "ConvertSigmoidToHardSigmoid": False},
-            dpu_names - {"ConvertSigmoidToHardSigmoid"},
+            dpu_names - {"ConvertSigmoidToHardSigmoid", "ConvertSoftmaxToDPUVersion"},
+        ),
+        (
+            {"enable_npu_cnn": True, "SimulateDPU": True, "ConvertSoftmaxToDPUVersion": True},
+            default_on | {"ConvertSoftmaxToDPUVersion"},
         ),
     ]
     for overrides, expected in cases:
