@@ -65,7 +65,7 @@ def softmax_cases(draw):
     shape = draw(st.lists(st.integers(1, 6), min_size=1, max_size=4))
     rank = len(shape)
     axis = draw(st.one_of(st.none(), st.integers(-rank, rank - 1)))
-    # The widest axis gets at least two elements, so the output is not all ones.
+    # The reduced axis gets at least two elements, so the output is not all ones.
     reduced = -1 if axis is None else axis
     shape[reduced] = max(shape[reduced], 2)
     bound = SOFTMAX_INPUT_BOUND
