@@ -24,10 +24,8 @@ The operands are bfloat16 values, and float32 has 24 >= 2 * 8 + 2 significant bi
 rounding the float32 result of a Mul, Sub or Div to bfloat16 equals rounding the exact
 result once (Figueroa's bound on double rounding). onnxruntime's Cast to bfloat16
 rounds half to even, bit for bit like ml_dtypes on 2 million float32 inputs tested.
-NOTE: ModelQuantizer later quantizes the Mul, Add, Sub and Div nodes of the
-replacement like any others, while the DPU keeps these steps in bfloat16. In a
-quantized model those Q/DQ pairs move the output away from this formula, and rows no
-longer sum to about 1.
+The quantizer leaves the arithmetic between these roundings float
+(qrewrite/quantization/narrow_float.py), as the DPU keeps it in bfloat16.
 NOTE: the ReduceSum accumulates in float32 and rounds the total once. How the device
 accumulates is not known here, and Quark's bfloat16 ReduceSum leaves it to the runtime.
 

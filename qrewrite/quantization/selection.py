@@ -17,6 +17,7 @@ import onnx_ir as ir
 from qrewrite.config import QConfig, QTensorConfig
 from qrewrite.config.enums import QuantGranularity
 from qrewrite.model.graph_utils import constant_array, is_float
+from qrewrite.quantization.narrow_float import narrow_float_nodes
 from qrewrite.quantization.node_config import node_layer_configs
 from qrewrite.quantization.ops import (
     FLOAT_INPUTS_WITH_4BIT,
@@ -338,10 +339,11 @@ def select(graph: ir.Graph, config: QConfig) -> Selection:
     """Choose the targets of every quantized node of the main graph."""
     layer_configs = node_layer_configs(graph, config)
     selector = _Selector(graph, config)
+    narrow = narrow_float_nodes(graph)
 
     for node in graph:
         layer = layer_configs.get(node.name or "")
-        if layer is None:
+        if layer is None or node in narrow:
             continue
         role = role_of(node, selector.extra_types)
         if role is None or not selector._node_selected(node, role):

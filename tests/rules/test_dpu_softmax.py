@@ -178,3 +178,29 @@ def test_quantize_model_replaces_softmax():
     (output,) = run(quantized, feeds[0])
     assert output.shape == (1, 10)
     assert np.isfinite(output).all()
+
+
+def test_quantize_model_keeps_the_bfloat16_steps_float():
+    feeds = samples({"x": [1, 3, 8, 8]}, 8)
+    config = QConfig(enable_npu_cnn=True, ConvertSoftmaxToDPUVersion=True, PrintSummary=False)
+    quantized = ModelQuantizer(config).quantize_model(_conv_gemm_softmax_model(), None, feeds)
+
+    arithmetic = {"Mul", "Add", "Sub", "Div", "ReduceSum"}
+    made_by = {output: node for node in quantized.graph.node for output in node.output}
+    after_softmax_input = [
+        node
+        for node in quantized.graph.node
+        if node.op_type in arithmetic
+        and any(made_by.get(name, node).op_type == "Cast" for name in node.input)
+    ]
+    assert after_softmax_input
+    for node in after_softmax_input:
+        readers = [n.op_type for n in quantized.graph.node if node.output[0] in n.input]
+        assert "QuantizeLinear" not in readers, node.name
+    (gemm,) = nodes_of(quantized, "Gemm")
+    assert [n.op_type for n in quantized.graph.node if gemm.output[0] in n.input] == [
+        "QuantizeLinear"
+    ]
+    for feed in feeds:
+        (output,) = run(quantized, feed)
+        assert abs(float(output.sum()) - 1.0) < 0.05
