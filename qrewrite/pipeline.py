@@ -24,6 +24,8 @@ import onnxruntime.capi.onnxruntime_pybind11_state as ort_errors
 
 from qrewrite.config import CalibMethod, DataType, QConfig, QTensorConfig, ScaleType
 from qrewrite.errors import CalibrationDataError, ConfigError, ModelInputError
+from qrewrite.evaluation import evaluate_with_options, evaluation_source
+from qrewrite.model.fixed_shapes import fix_shapes, parse_fixed_shapes
 from qrewrite.model.io import check_output_path, load_model, save_model_atomic
 from qrewrite.model.names import name_unnamed_nodes
 from qrewrite.model.opset import convert_opset, target_opset
@@ -74,6 +76,12 @@ def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
     return copy
+
+
+def fix_input_output_shapes(state: State) -> State:
+    """Give the graph inputs and outputs the shapes that FixShapes lists."""
+    shapes = parse_fixed_shapes(state.config.options.FixShapes)
+    return attrs.evolve(state, proto=fix_shapes(state.proto, shapes))
 
 
 def remove_input_initializers(state: State) -> State:
@@ -313,6 +321,8 @@ def build_stages(config: QConfig) -> list[Stage]:
     """Return the stage list for `config`, in order."""
     options = config.options
     stages: list[Stage] = [Stage("reject quantized input", reject_quantized_input)]
+    if options.FixShapes is not None:
+        stages.append(Stage("fix shapes", fix_input_output_shapes))
     if options.RemoveInputInit:
         stages.append(Stage("remove input initializers", remove_input_initializers))
     if options.SimplifyModel:
@@ -361,6 +371,12 @@ def quantize(
         loaded = load_model(model_input)
         if model_output is not None:
             check_output_path(model_output, loaded)
+        eval_source = None
+        if config.options.EvalMetrics:
+            # Checked first, so a missing evaluation set fails before any work is done.
+            eval_source = evaluation_source(
+                config.options.EvalDataReader, reader, config.options.UseRandomData
+            )
 
         size_before = loaded.proto.ByteSize()
         state = run_stages(
@@ -370,6 +386,11 @@ def quantize(
         assert state.model is not None
         assert state.plan is not None
         proto = ir.to_proto(state.model)
+        notes = state.plan.selection.notes + state.notes
+        if config.options.EvalMetrics:
+            # Before saving, so bad evaluation samples leave no output file behind.
+            report = evaluate_with_options(loaded.proto, proto, eval_source, config.options)
+            notes += report.lines()
 
         if model_output is None:
             verify_model_proto(proto)
@@ -382,7 +403,6 @@ def quantize(
                 source=loaded,
             )
 
-        notes = state.plan.selection.notes + state.notes
         summary = summarize(state.model, state.plan, size_before, proto.ByteSize(), notes)
         if config.options.PrintSummary and not config.options.CryptoMode:
             print(summary.format())

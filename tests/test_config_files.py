@@ -347,7 +347,7 @@ def test_file_errors_name_file(tmp_path: Path) -> None:
 
 
 def test_not_built_error_names_file(tmp_path: Path) -> None:
-    path = write(tmp_path / "config.json", json.dumps({"EvalMetrics": True}))
+    path = write(tmp_path / "config.json", json.dumps({"QuantizeFP16": True}))
 
     with pytest.raises(NotBuiltError) as caught:
         load_config_file(path)

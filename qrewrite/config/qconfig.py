@@ -15,6 +15,7 @@ from qrewrite.config.extra_options import ExtraOptions
 from qrewrite.config.option_types import FrozenDict
 from qrewrite.config.spec import QLayerConfig, QTensorConfig, npu_cnn_layer_config
 from qrewrite.errors import ConfigError, NotBuiltError
+from qrewrite.model.fixed_shapes import parse_fixed_shapes
 
 # An exclude entry is a node name, a regular expression, or a subgraph given as
 # (start node names, end node names).
@@ -172,6 +173,8 @@ class QConfig:
             )
         if options.enable_npu_cnn:
             _check_npu_specs(global_config)
+        if options.FixShapes is not None:
+            parse_fixed_shapes(options.FixShapes)
         _check_providers(options.ExecutionProviders)
         if options.Int16Bias and kwargs.get("Int32Bias") is True:
             raise ConfigError("Int16Bias and Int32Bias are both True; set only one of them")

@@ -88,16 +88,19 @@ _GENERAL = [
         "EvalMetrics",
         t.BOOL,
         False,
-        "After quantizing, compare the quantized model with the float model on "
-        "EvalDataReader and report cosine similarity and L2 distance of every output.",
-        built=False,
+        "After quantizing, run the float and the quantized model on EvalDataReader and "
+        "report the mean and worst cosine similarity and L2 distance of every output in "
+        "the summary and the log.",
+        built=True,
     ),
     _opt(
         "EvalDataReader",
         t.OBJECT,
         None,
-        "Samples for EvalMetrics, in the same forms as the calibration reader.",
-        built=False,
+        "Samples for EvalMetrics, in the same forms as the calibration reader. None "
+        "reuses the calibration samples when they are a list (or random data with "
+        "UseRandomData).",
+        built=True,
     ),
     _opt(
         "EncryptionAlgorithm",
@@ -155,8 +158,10 @@ _PREPROCESS = [
         "FixShapes",
         t.optional(t.STR),
         None,
-        "Fix input and output shapes, as 'name:[1,3,224,224];other:[1,10]'.",
-        built=False,
+        "Fix graph input and output shapes before quantizing, as "
+        "'name:[1,3,224,224];other:[1,10]'. A shape must agree with the dimensions the "
+        "model already fixes.",
+        built=True,
     ),
     _opt("QuantizeFP16", t.BOOL, False, "Quantize a float16 model directly.", built=False),
     _opt(
