@@ -26,7 +26,9 @@ from qrewrite.config import CalibMethod, DataType, QConfig, QTensorConfig, Scale
 from qrewrite.errors import CalibrationDataError, ConfigError, ModelInputError
 from qrewrite.evaluation import evaluate_with_options, evaluation_source
 from qrewrite.model.fixed_shapes import fix_shapes, parse_fixed_shapes
+from qrewrite.model.float16 import convert_float16_to_float32, has_float16
 from qrewrite.model.io import check_output_path, load_model, save_model_atomic
+from qrewrite.model.layout import convert_nchw_to_nhwc
 from qrewrite.model.names import name_unnamed_nodes
 from qrewrite.model.opset import convert_opset, target_opset
 from qrewrite.model.shapes import infer_shapes
@@ -76,6 +78,35 @@ def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
     return copy
+
+
+def reject_float16_input(state: State) -> State:
+    """Raise ModelInputError for a float16 model, which needs ConvertFP16ToFP32."""
+    if has_float16(state.proto):
+        raise ModelInputError(
+            "the model has float16 inputs, outputs or weights; set ConvertFP16ToFP32=True "
+            "to quantize a float32 copy of it (QuantizeFP16 is not built yet)"
+        )
+    return state
+
+
+def float16_to_float32(state: State) -> State:
+    """Turn a float16 model into float32 (ConvertFP16ToFP32)."""
+    return attrs.evolve(state, proto=convert_float16_to_float32(state.proto))
+
+
+def nchw_to_nhwc(state: State) -> State:
+    """Make 4-D float inputs take NHWC data (ConvertNCHWToNHWC)."""
+    return attrs.evolve(state, proto=convert_nchw_to_nhwc(state.proto))
+
+
+def _float_reference(proto: onnx.ModelProto, options: Any) -> onnx.ModelProto:
+    """The float model with the input changes of the options, for EvalMetrics."""
+    if options.ConvertFP16ToFP32:
+        proto = convert_float16_to_float32(proto)
+    if options.ConvertNCHWToNHWC:
+        proto = convert_nchw_to_nhwc(proto)
+    return proto
 
 
 def fix_input_output_shapes(state: State) -> State:
@@ -321,6 +352,12 @@ def build_stages(config: QConfig) -> list[Stage]:
     """Return the stage list for `config`, in order."""
     options = config.options
     stages: list[Stage] = [Stage("reject quantized input", reject_quantized_input)]
+    if options.ConvertFP16ToFP32:
+        stages.append(Stage("float16 to float32", float16_to_float32))
+    else:
+        stages.append(Stage("reject float16 input", reject_float16_input))
+    if options.ConvertNCHWToNHWC:
+        stages.append(Stage("NCHW to NHWC", nchw_to_nhwc))
     if options.FixShapes is not None:
         stages.append(Stage("fix shapes", fix_input_output_shapes))
     if options.RemoveInputInit:
@@ -389,7 +426,8 @@ def quantize(
         notes = state.plan.selection.notes + state.notes
         if config.options.EvalMetrics:
             # Before saving, so bad evaluation samples leave no output file behind.
-            report = evaluate_with_options(loaded.proto, proto, eval_source, config.options)
+            reference = _float_reference(loaded.proto, config.options)
+            report = evaluate_with_options(reference, proto, eval_source, config.options)
             notes += report.lines()
 
         if model_output is None:

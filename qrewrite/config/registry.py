@@ -124,15 +124,19 @@ _PREPROCESS = [
         "ConvertFP16ToFP32",
         t.BOOL,
         False,
-        "Convert a float16 model to float32 before quantizing.",
-        built=False,
+        "Convert a float16 model to float32 before quantizing: weights, constants, graph "
+        "inputs and outputs and Cast targets, in subgraphs too. The quantized model then "
+        "takes and returns float32.",
+        built=True,
     ),
     _opt(
         "ConvertNCHWToNHWC",
         t.BOOL,
         False,
-        "Transpose image inputs from NCHW to NHWC layout.",
-        built=False,
+        "Declare each 4-D float graph input as NHWC and transpose it to NCHW inside the "
+        "model, so the quantized model takes NHWC images. Calibration samples and FixShapes "
+        "then use NHWC.",
+        built=True,
     ),
     _opt(
         "RemoveInputInit",
