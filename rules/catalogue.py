@@ -6,11 +6,13 @@ page differs from what this module renders.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from qrewrite.rules import builtin_rules
+from qrewrite.rules.qdq_removal import QDQ_REMOVAL_RULES
 
-from qrewrite.rewrite import RuleSet
+from qrewrite.rewrite import Rule, RuleSet
 
 CATALOGUE_PAGE = Path(__file__).resolve().parent.parent / "docs" / "rules.md"
 
@@ -73,31 +75,53 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+_QUANTIZED_HEADER = """
+## Rules on the quantized model
+
+These run after the Q/DQ nodes are written, in one stage. RemoveQDQConvClip,
+RemoveQDQConvRelu, RemoveQDQConvLeakyRelu and RemoveQDQConvPRelu need enable_npu_cnn;
+the others run whenever their option is set.
+"""
+
+
+def _table(stage: Iterable[Rule]) -> list[str]:
+    lines = [
+        "| Rule | Option | Matches | Produces | Opsets | Contract |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rule in stage:
+        upper = "" if rule.max_opset >= 10_000 else str(rule.max_opset)
+        opsets = f"{rule.min_opset}-{upper}" if upper else f">= {rule.min_opset}"
+        row = [
+            f"`{rule.name}`",
+            f"`{rule.option}`" if rule.option else "",
+            rule.matches,
+            rule.produces,
+            opsets,
+            rule.contract.describe(),
+        ]
+        lines.append("| " + " | ".join(_cell(cell) for cell in row) + " |")
+    return lines
+
+
 def render_catalogue(rules: RuleSet) -> str:
-    """Return the Markdown catalogue of `rules`, one table per stage."""
+    """Return the Markdown catalogue of the float-graph `rules`, one table per stage."""
     parts = [_HEADER]
     for index, stage in enumerate(rules.stages, start=1):
         parts.append(f"\n## Stage {index}\n")
-        parts.append("| Rule | Option | Matches | Produces | Opsets | Contract |")
-        parts.append("|---|---|---|---|---|---|")
-        for rule in stage:
-            upper = "" if rule.max_opset >= 10_000 else str(rule.max_opset)
-            opsets = f"{rule.min_opset}-{upper}" if upper else f">= {rule.min_opset}"
-            row = [
-                f"`{rule.name}`",
-                f"`{rule.option}`" if rule.option else "",
-                rule.matches,
-                rule.produces,
-                opsets,
-                rule.contract.describe(),
-            ]
-            parts.append("| " + " | ".join(_cell(cell) for cell in row) + " |")
+        parts += _table(stage)
     return "\n".join(parts) + "\n"
+
+
+def catalogue_page() -> str:
+    """Return docs/rules.md: the float-graph rules, then the rules on the quantized model."""
+    quantized = [_QUANTIZED_HEADER, *_table(QDQ_REMOVAL_RULES)]
+    return render_catalogue(builtin_rules()) + "\n".join(quantized) + "\n"
 
 
 def main() -> None:
     """Write the catalogue of the built-in rules to docs/rules.md."""
-    CATALOGUE_PAGE.write_text(render_catalogue(builtin_rules()))
+    CATALOGUE_PAGE.write_text(catalogue_page())
 
 
 if __name__ == "__main__":

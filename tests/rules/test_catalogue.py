@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from qrewrite.rules import builtin_rules
-from qrewrite.rules.catalogue import CATALOGUE_PAGE, render_catalogue
+from qrewrite.rules.catalogue import CATALOGUE_PAGE, catalogue_page, render_catalogue
+from qrewrite.rules.qdq_removal import QDQ_REMOVAL_RULES
 
 
 def test_rule_catalogue_is_current():
-    expected = render_catalogue(builtin_rules())
+    expected = catalogue_page()
     actual = CATALOGUE_PAGE.read_text() if CATALOGUE_PAGE.exists() else ""
     assert actual == expected, "docs/rules.md is stale: run python -m qrewrite.rules.catalogue"
 
 
 def test_catalogue_lists_every_rule():
-    text = render_catalogue(builtin_rules())
-    for rule in builtin_rules():
+    text = catalogue_page()
+    for rule in (*builtin_rules(), *QDQ_REMOVAL_RULES):
         assert f"`{rule.name}`" in text
 
 
