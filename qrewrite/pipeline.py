@@ -34,6 +34,7 @@ from qrewrite.model.opset import convert_opset, target_opset
 from qrewrite.model.shapes import infer_shapes
 from qrewrite.model.verify import verify_model_file, verify_model_proto
 from qrewrite.quantization.bias import refine_bias
+from qrewrite.quantization.int16_scale import snap_plan_scales
 from qrewrite.quantization.materialize import materialize
 from qrewrite.quantization.npu import adjust_npu_positions, log_report
 from qrewrite.quantization.plan import Plan, make_plan
@@ -313,6 +314,12 @@ def refine_npu_scale_positions(state: State) -> State:
     )
 
 
+def snap_scales_to_int16(state: State) -> State:
+    """Replace every activation and weight scale by the nearest M / 2^N (Int16Scale)."""
+    assert state.plan is not None
+    return attrs.evolve(state, plan=snap_plan_scales(state.plan))
+
+
 def refine_bias_scales(state: State) -> State:
     """Set bias scales to input scale x weight scale, widening weights on overflow."""
     assert state.plan is not None
@@ -378,6 +385,8 @@ def build_stages(config: QConfig) -> list[Stage]:
     if options.enable_npu_cnn and options.NPULimitationCheck:
         # Before the bias: refine_bias then derives int32 bias scales from final positions.
         stages.append(Stage("NPU positions", refine_npu_scale_positions))
+    if options.Int16Scale:
+        stages.append(Stage("int16 scales", snap_scales_to_int16))
     stages += [
         Stage("refine bias", refine_bias_scales),
         Stage("materialize", write_qdq),
