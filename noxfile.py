@@ -36,9 +36,10 @@ def install_real_models(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite."""
     session.install("-e", ".[test]")
-    # The real-model tests read the PP-OCR models that rapidocr-onnxruntime ships; its
-    # pins would replace packages we test against, so install it and its imports apart.
-    session.install("--no-deps", "rapidocr-onnxruntime==1.4.4")
+    # The real-model tests read the PP-OCR models that rapidocr-onnxruntime ships and the
+    # Silero VAD model of silero-vad. Their pins would replace packages we test against,
+    # so install them without dependencies and rapidocr's imports apart.
+    session.install("--no-deps", "rapidocr-onnxruntime==1.4.4", "silero-vad==6.2.3")
     session.install("opencv-python-headless", "pyclipper", "shapely", "pyyaml", "six")
     session.run("pytest", "-q", *session.posargs)
 

@@ -179,8 +179,10 @@ _PREPROCESS = [
         "EnableSubgraph",
         t.BOOL,
         False,
-        "Also quantize the bodies of If, Loop and Scan nodes.",
-        built=False,
+        "Also quantize the weights in the bodies of If, Loop and Scan nodes, at any depth: "
+        "they are stored as integers with a DequantizeLinear in the graph that defines "
+        "them. Activations inside bodies stay float because calibration collects no "
+        "ranges there, so an int32 bias of a body Conv or Gemm stays float too.",
     ),
 ]
 

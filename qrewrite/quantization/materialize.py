@@ -7,6 +7,11 @@ AddQDQPairToWeight keeps weights float with a pair. Each planned node input is r
 its target's dequantized value. Every other consumer of a quantized producer output
 reads the dequantized value too, so onnxruntime can fuse the producer into an integer
 kernel. A quantized graph output keeps its name on the dequantized value.
+
+A constant is quantized in the graph that defines it. A weight of an If, Loop or Scan
+body gets its integer initializer and DequantizeLinear at the start of that body. A
+weight that a body reads from an enclosing graph gets them in that graph, so it is
+dequantized once per run of that graph and shared by every body that reads it.
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from qrewrite.model.graph_utils import main_graph_uses, values_by_name
+from qrewrite.model.graph_utils import main_graph_uses
 from qrewrite.model.names import NameAllocator
 from qrewrite.quantization.plan import Plan
 from qrewrite.quantization.qparams import QuantParams, quantize
 from qrewrite.quantization.selection import Role, Target
+from qrewrite.quantization.subgraphs import ScopedNames
 
 logger = logging.getLogger(__name__)
 
@@ -32,13 +38,20 @@ class _Writer:
         self.graph = model.graph
         self.plan = plan
         self.names = NameAllocator(model)
-        self.values = values_by_name(self.graph)
-        self.first_node = next(iter(self.graph), None)
+        # Keys and first nodes are taken before any edit, so created nodes are not in them.
+        self.scoped = ScopedNames(self.graph)
+        self.values = self.scoped.values
+        self.first_nodes = {
+            id(graph): next(iter(graph), None)
+            for graph in (self.graph, *(body.graph for body in self.scoped.bodies))
+        }
         self.qdq_pair_for_constants = qdq_pair_for_constants
         self.created: set[int] = set()
         self.dequantized: dict[str, ir.Value] = {}
+        # Float initializers of bodies that a quantized copy replaces.
+        self.replaced_body_initializers: list[ir.Value] = []
 
-    def _initializer(self, base: str, array: np.ndarray) -> ir.Value:
+    def _initializer(self, base: str, array: np.ndarray, graph: ir.Graph) -> ir.Value:
         name = self.names.fresh(base)
         tensor = ir.tensor(array, name=name)
         value = ir.Value(
@@ -47,23 +60,30 @@ class _Writer:
             type=ir.TensorType(tensor.dtype),
             shape=ir.Shape(array.shape),
         )
-        self.graph.register_initializer(value)
+        graph.register_initializer(value)
         return value
 
-    def _place(self, nodes: list[ir.Node], after: ir.Node | None) -> None:
+    def _place(self, nodes: list[ir.Node], after: ir.Node | None, graph: ir.Graph) -> None:
         self.created.update(id(node) for node in nodes)
+        first_node = self.first_nodes.get(id(graph))
         if after is not None:
-            self.graph.insert_after(after, nodes)
-        elif self.first_node is not None:
-            self.graph.insert_before(self.first_node, nodes)
+            graph.insert_after(after, nodes)
+        elif first_node is not None:
+            graph.insert_before(first_node, nodes)
         else:
-            self.graph.extend(nodes)
+            graph.extend(nodes)
 
     def _qdq_nodes(
-        self, source: ir.Value, tensor: str, params: QuantParams, *, with_quantize: bool
+        self,
+        source: ir.Value,
+        tensor: str,
+        params: QuantParams,
+        graph: ir.Graph,
+        *,
+        with_quantize: bool,
     ) -> tuple[list[ir.Node], ir.Value]:
-        scale = self._initializer(f"{tensor}_scale", params.scale)
-        zero_point = self._initializer(f"{tensor}_zero_point", params.zero_point_array())
+        scale = self._initializer(f"{tensor}_scale", params.scale, graph)
+        zero_point = self._initializer(f"{tensor}_zero_point", params.zero_point_array(), graph)
         attributes = {"axis": params.axis} if params.axis is not None else {}
         nodes = []
         quantized = source
@@ -95,27 +115,47 @@ class _Writer:
     def write_target(self, target: Target) -> None:
         params = self.plan.params[target.key]
         source = self.values[target.tensor]
+        # New names start with the tensor's own name, because a body tensor's key adds
+        # its path.
+        base = source.name or target.tensor
+        graph = source.graph or self.graph
         pair = self.qdq_pair_for_constants and target.role is Role.WEIGHT
+        in_body = graph is not self.graph
+        if target.constant and in_body and source.const_value is not None:
+            self.replaced_body_initializers.append(source)
         if target.constant and not pair:
             data = self.plan.constants[target.key]
-            stored = self._initializer(f"{target.tensor}_quantized", quantize(data, params))
-            nodes, dequantized = self._qdq_nodes(stored, target.tensor, params, with_quantize=False)
+            stored = self._initializer(f"{base}_quantized", quantize(data, params), graph)
+            nodes, dequantized = self._qdq_nodes(stored, base, params, graph, with_quantize=False)
             dequantized.shape = ir.Shape(data.shape)
-            self._place(nodes, None)
+            self._place(nodes, None, graph)
         elif target.constant:
             data = self.plan.constants[target.key]
-            float_value = self._initializer(f"{target.tensor}_float", data.astype(np.float32))
+            float_value = self._initializer(f"{base}_float", data.astype(np.float32), graph)
             nodes, dequantized = self._qdq_nodes(
-                float_value, target.tensor, params, with_quantize=True
+                float_value, base, params, graph, with_quantize=True
             )
-            self._place(nodes, None)
+            self._place(nodes, None, graph)
         else:
-            nodes, dequantized = self._qdq_nodes(source, target.tensor, params, with_quantize=True)
-            self._place(nodes, source.producer() if source.producer() is not None else None)
+            nodes, dequantized = self._qdq_nodes(source, base, params, graph, with_quantize=True)
+            self._place(nodes, source.producer(), graph)
         self.dequantized[target.key] = dequantized
 
+    def remove_replaced_body_initializers(self) -> None:
+        """Delete the float body initializers that nothing reads any more.
+
+        RemoveUnusedNodesPass (onnx_ir 1.1.0) removes unused initializers of the main
+        graph only.
+        """
+        for value in self.replaced_body_initializers:
+            graph = value.graph
+            if graph is None or value.uses() or value.is_graph_output():
+                continue
+            assert value.name is not None
+            graph.initializers.pop(value.name, None)
+
     def rewire(self) -> None:
-        nodes = {node.name: node for node in self.graph if id(node) not in self.created}
+        nodes = self.scoped.nodes
         for (node_name, index), key in sorted(self.plan.selection.input_uses.items()):
             nodes[node_name].replace_input_with(index, self.dequantized[key])
 
@@ -148,5 +188,6 @@ def materialize(model: ir.Model, plan: Plan, *, qdq_pair_for_constants: bool) ->
         writer.write_target(plan.selection.targets[key])
     writer.rewire()
     RemoveUnusedNodesPass()(result)
+    writer.remove_replaced_body_initializers()
     logger.debug("materialized %d targets", len(plan.selection.targets))
     return result

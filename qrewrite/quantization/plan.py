@@ -15,9 +15,10 @@ import attrs
 import numpy as np
 import onnx_ir as ir
 
-from qrewrite.model.graph_utils import constant_array, values_by_name
+from qrewrite.model.graph_utils import constant_array
 from qrewrite.quantization.qparams import QuantParams, channel_range, params_from_range
 from qrewrite.quantization.selection import Role, Selection, Target, share_groups
+from qrewrite.quantization.subgraphs import ScopedNames
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ def make_plan(selection: Selection, graph: ir.Graph, ranges: Mapping[str, RangeL
 
     Bias targets are left out; `refine_bias` computes them from the plan.
     """
-    values = values_by_name(graph)
+    # Targets in If, Loop and Scan bodies name their tensors by scoped key.
+    values = ScopedNames(graph).values
     constants: dict[str, np.ndarray] = {}
     for key, target in selection.targets.items():
         value = values.get(target.tensor)

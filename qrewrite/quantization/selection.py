@@ -4,6 +4,10 @@ The selection depends only on the graph and the config, not on calibration data,
 calibration reads from it which tensors need a range. Nodes are visited in graph
 (topological) order. A consumer reuses its producer's output quantization when the data
 types agree. Otherwise it gets a Q/DQ pair of its own on the float tensor.
+
+With EnableSubgraph, the nodes in If, Loop and Scan bodies at any depth get their
+weights quantized too, keyed as `subgraphs.ScopedNames` describes. Their activations
+stay float: calibration reduces main-graph tensors only, so body tensors have no range.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import attrs
 import onnx_ir as ir
 
-from qrewrite.config import QConfig, QTensorConfig
+from qrewrite.config import QConfig, QLayerConfig, QTensorConfig
 from qrewrite.config.enums import QuantGranularity
 from qrewrite.model.graph_utils import constant_array, is_float
 from qrewrite.quantization.narrow_float import narrow_float_nodes
@@ -28,6 +32,7 @@ from qrewrite.quantization.ops import (
     OpRole,
     role_of,
 )
+from qrewrite.quantization.subgraphs import ScopedNames, body_layer_configs
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +78,14 @@ class Selection:
     output_targets: dict[str, str]
     share_groups: tuple[tuple[str, ...], ...]
     bias_links: tuple[BiasLink, ...]
+    # Main-graph nodes only. Body nodes with quantized weights are in `body_nodes`.
     quantized_nodes: tuple[str, ...]
     # tensor name -> why it stays float although a quantized node touches it
     kept_float: dict[str, str]
     # One line per planner default that changed what the config asked for.
     notes: tuple[str, ...] = ()
+    # Scoped keys of the If, Loop and Scan body nodes whose weights are quantized.
+    body_nodes: tuple[str, ...] = ()
 
 
 def _unsigned_relu(node: ir.Node) -> bool:
@@ -108,6 +116,7 @@ def _float_only_reason(value: ir.Value) -> str | None:
 class _Selector:
     def __init__(self, graph: ir.Graph, config: QConfig) -> None:
         self.graph = graph
+        self.names = ScopedNames(graph)
         self.config = config
         self.options = config.options
         self.targets: dict[str, Target] = {}
@@ -119,6 +128,10 @@ class _Selector:
         self.kept_float: dict[str, str] = {}
         self.spec_ids: dict[QTensorConfig, int] = {}
         self.per_channel_by_default = 0
+        self.body_nodes: list[str] = []
+        # Keys of body tensors that a quantizable body node reads or writes as float
+        # activations, because no range is calibrated for them.
+        self.float_body_activations: set[str] = set()
 
         extra = set(self.options.ExtraOpTypesToQuantize or ())
         if self.options.QuantizeAllOpTypes:
@@ -138,7 +151,7 @@ class _Selector:
             return False
         reason = _float_only_reason(value)
         if reason is not None:
-            self.kept_float.setdefault(value.name or "", reason)
+            self.kept_float.setdefault(self.names.value_key(value), reason)
             return False
         return True
 
@@ -151,7 +164,7 @@ class _Selector:
         blocked = blocked or any(use.node.op_type in FLOAT_INPUTS_WITH_4BIT for use in value.uses())
         if blocked:
             self.kept_float.setdefault(
-                value.name or "",
+                self.names.value_key(value),
                 "onnxruntime cannot load it with 4-bit activations next to MaxPool or Clip",
             )
         return not blocked
@@ -163,13 +176,13 @@ class _Selector:
     def _activation_key(
         self, value: ir.Value, spec: QTensorConfig, node: ir.Node, *, dedicated: bool
     ) -> str:
-        name = value.name or ""
+        name = self.names.value_key(value)
         producer_key = self.output_targets.get(name)
         if producer_key is not None and not dedicated:
             producer_spec = self.targets[producer_key].spec
             if producer_spec is not None and producer_spec.data_type is spec.data_type:
                 return producer_key
-        suffix = f"@{node.name}" if dedicated else ""
+        suffix = f"@{self.names.node_key(node)}" if dedicated else ""
         key = f"{name}|a{self._spec_id(spec)}{suffix}"
         constant = constant_array(value) is not None
         return self._add(Target(key, name, Role.ACTIVATION, spec, None, constant))
@@ -201,7 +214,7 @@ class _Selector:
         return axis
 
     def _weight_key(self, value: ir.Value, spec: QTensorConfig, axis: int | None) -> str:
-        name = value.name or ""
+        name = self.names.value_key(value)
         key = f"{name}|w{self._spec_id(spec)}:{axis}"
         return self._add(Target(key, name, Role.WEIGHT, spec, axis, True))
 
@@ -222,7 +235,10 @@ class _Selector:
             data = node.inputs[0] if node.inputs else None
             if data is None:
                 return False
-            return (data.name or "") in self.output_targets or constant_array(data) is not None
+            return (
+                self.names.value_key(data) in self.output_targets
+                or constant_array(data) is not None
+            )
         return True
 
     def visit(
@@ -231,7 +247,9 @@ class _Selector:
         layer_activation: QTensorConfig | None,
         layer_weight: QTensorConfig | None,
         role: OpRole,
-    ) -> None:
+    ) -> bool:
+        """Select the targets of one node; return whether any input or output got one."""
+        node_key = self.names.node_key(node)
         dedicated = self.options.DedicatedQDQPair
         activation = None if self.options.WeightsOnly else layer_activation
         weight_positions = {index: rule for index, rule in role.weight_inputs}
@@ -253,7 +271,7 @@ class _Selector:
                 if index in weight_positions:
                     axis = self._weight_axis(node, weight_positions[index], data.ndim, layer_weight)
                 weight_keys[index] = self._weight_key(value, layer_weight, axis)
-                self.input_uses[(node.name or "", index)] = weight_keys[index]
+                self.input_uses[(node_key, index)] = weight_keys[index]
                 touched = True
                 continue
             in_activation_slot = (
@@ -265,7 +283,7 @@ class _Selector:
                 continue
             key = self._activation_key(value, activation, node, dedicated=dedicated)
             input_keys[index] = key
-            self.input_uses[(node.name or "", index)] = key
+            self.input_uses[(node_key, index)] = key
             touched = True
 
         self._visit_bias(node, role, input_keys, weight_keys, layer_weight)
@@ -274,8 +292,7 @@ class _Selector:
 
         if role.shares_input_params and 0 in input_keys and output_keys:
             self.groups.append((input_keys[0], *output_keys))
-        if touched:
-            self.quantized.append(node.name or "")
+        return touched
 
     def _visit_bias(
         self,
@@ -299,12 +316,13 @@ class _Selector:
             or layer_weight is None
         ):
             return
-        name = bias.name or ""
-        use = (node.name or "", index)
+        name = self.names.value_key(bias)
+        node_key = self.names.node_key(node)
+        use = (node_key, index)
         weight_key = weight_keys[weight_index]
         if self.options.Int32Bias or self.options.Int16Bias:
-            key = self._add(Target(f"{name}|b@{node.name}", name, Role.BIAS, None, None, True))
-            self.bias_links.append(BiasLink(key, input_keys[0], weight_key, node.name or ""))
+            key = self._add(Target(f"{name}|b@{node_key}", name, Role.BIAS, None, None, True))
+            self.bias_links.append(BiasLink(key, input_keys[0], weight_key, node_key))
         else:
             axis = 0 if self.targets[weight_key].axis is not None else None
             key = self._weight_key(bias, layer_weight, axis)
@@ -324,19 +342,54 @@ class _Selector:
             spec = attrs.evolve(spec, symmetric=False)
         keys = []
         for output in node.outputs:
-            if not self._eligible(output) or (output.name or "") in self.output_targets:
+            name = self.names.value_key(output)
+            if not self._eligible(output) or name in self.output_targets:
                 continue
             if not self._runtime_allows(output, spec):
                 continue
-            key = f"{output.name}|a{self._spec_id(spec)}"
-            self._add(Target(key, output.name or "", Role.ACTIVATION, spec, None, False))
-            self.output_targets[output.name or ""] = key
+            key = f"{name}|a{self._spec_id(spec)}"
+            self._add(Target(key, name, Role.ACTIVATION, spec, None, False))
+            self.output_targets[name] = key
             keys.append(key)
         return keys
 
+    def visit_body_node(self, node: ir.Node, layer: QLayerConfig, role: OpRole) -> None:
+        """Select the weights of one If, Loop or Scan body node; its activations stay float.
+
+        A bias that needs the input's scale stays float too, as in the main graph when
+        the input is not quantized.
+        """
+        if self.visit(node, None, layer.weight, role):
+            self.body_nodes.append(self.names.node_key(node))
+        if layer.activation is None or self.options.WeightsOnly:
+            return
+        weight_slots = {index for index, _ in role.weight_inputs}
+        weight_slots |= set(role.per_tensor_weight_inputs)
+        for index, value in enumerate(node.inputs):
+            in_activation_slot = (
+                index in role.activation_inputs
+                or role.all_inputs_are_activations
+                or index in weight_slots
+            )
+            if in_activation_slot and index != role.bias_input and self._float_activation(value):
+                assert value is not None
+                self.float_body_activations.add(self.names.value_key(value))
+        excluded_outputs = node.op_type in self.options.OpTypesToExcludeOutputQuantization
+        if role.quantize_outputs and not excluded_outputs:
+            for output in node.outputs:
+                if self._float_activation(output):
+                    self.float_body_activations.add(self.names.value_key(output))
+
+    def _float_activation(self, value: ir.Value | None) -> bool:
+        return is_float(value) and constant_array(value) is None
+
 
 def select(graph: ir.Graph, config: QConfig) -> Selection:
-    """Choose the targets of every quantized node of the main graph."""
+    """Choose the targets of every quantized node of the main graph.
+
+    With EnableSubgraph, also choose the weights of the nodes in If, Loop and Scan
+    bodies.
+    """
     layer_configs = node_layer_configs(graph, config)
     selector = _Selector(graph, config)
     narrow = narrow_float_nodes(graph)
@@ -348,7 +401,11 @@ def select(graph: ir.Graph, config: QConfig) -> Selection:
         role = role_of(node, selector.extra_types)
         if role is None or not selector._node_selected(node, role):
             continue
-        selector.visit(node, layer.activation, layer.weight, role)
+        if selector.visit(node, layer.activation, layer.weight, role):
+            selector.quantized.append(node.name or "")
+
+    if config.options.EnableSubgraph:
+        _select_bodies(selector, layer_configs)
 
     for tensor, reason in selector.kept_float.items():
         logger.info("tensor %r stays float: it %s", tensor, reason)
@@ -362,17 +419,54 @@ def select(graph: ir.Graph, config: QConfig) -> Selection:
         quantized_nodes=tuple(selector.quantized),
         kept_float=selector.kept_float,
         notes=_selection_notes(selector),
+        body_nodes=tuple(selector.body_nodes),
+    )
+
+
+def _select_bodies(selector: _Selector, main_configs: dict[str, QLayerConfig | None]) -> None:
+    names = selector.names
+    configs = body_layer_configs(names, main_configs, selector.config)
+    extra_types = selector.extra_types
+    if selector.options.QuantizeAllOpTypes:
+        extra_types |= {node.op_type for body in names.bodies for node in body.graph}
+    for body in names.bodies:
+        for node in body.graph:
+            layer = configs.get(names.node_key(node))
+            if layer is None:
+                continue
+            role = role_of(node, extra_types)
+            if role is None or not selector._node_selected(node, role):
+                continue
+            selector.visit_body_node(node, layer, role)
+
+    quantized_bodies = set(selector.body_nodes)
+    body_weights = sum(1 for node_key, _ in selector.input_uses if node_key in quantized_bodies)
+    logger.info(
+        "EnableSubgraph: %d weight input(s) of %d node(s) in %d If/Loop/Scan bodies "
+        "quantized; %d body activation tensor(s) stay float",
+        body_weights,
+        len(selector.body_nodes),
+        len(names.bodies),
+        len(selector.float_body_activations),
     )
 
 
 def _selection_notes(selector: _Selector) -> tuple[str, ...]:
-    if not selector.per_channel_by_default:
-        return ()
-    return (
-        f"PerChannelWeightsByDefault: {selector.per_channel_by_default} weight use(s) of Conv, "
-        "ConvTranspose, Gemm or MatMul quantized per channel although the spec asked for "
-        "per-tensor",
-    )
+    notes = []
+    if selector.per_channel_by_default:
+        notes.append(
+            f"PerChannelWeightsByDefault: {selector.per_channel_by_default} weight use(s) of "
+            "Conv, ConvTranspose, Gemm or MatMul quantized per channel although the spec "
+            "asked for per-tensor"
+        )
+    if selector.options.EnableSubgraph and selector.names.bodies:
+        notes.append(
+            f"EnableSubgraph: weights of {len(selector.body_nodes)} node(s) in If, Loop and "
+            f"Scan bodies stored as integers; {len(selector.float_body_activations)} "
+            "activation tensor(s) in those bodies stay float because calibration does not "
+            "collect ranges inside bodies"
+        )
+    return tuple(notes)
 
 
 def share_groups(selection: Selection) -> list[list[str]]:
