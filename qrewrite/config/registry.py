@@ -384,10 +384,13 @@ _QUANTIZE = [
     _opt(
         "AlignEltwiseQuantType",
         t.BOOL,
-        False,
-        "Quantize the constant inputs of Mul, Add, Sub, Div, Min and Max with the "
-        "activation type (NPU extended QDQ format).",
-        built=False,
+        True,
+        "Quantize the constant operands of Mul, Add, Sub, Div, Min and Max with the "
+        "activation spec, so both operands share one integer type; False uses the weight "
+        "spec (per tensor). qrewrite defaults to True, unlike the option list, because "
+        "onnxruntime fuses QLinearAdd and QLinearMul only when both operands have one "
+        "type.",
+        built=True,
     ),
     _opt(
         "AdjustBiasScale",

@@ -37,6 +37,9 @@ from qrewrite.quantization.subgraphs import ScopedNames, body_layer_configs
 logger = logging.getLogger(__name__)
 
 
+_ELTWISE_OPS = frozenset({"Mul", "Add", "Sub", "Div", "Min", "Max"})
+
+
 class Role(enum.Enum):
     """The part a quantized tensor plays for its consumer."""
 
@@ -254,6 +257,10 @@ class _Selector:
         activation = None if self.options.WeightsOnly else layer_activation
         weight_positions = {index: rule for index, rule in role.weight_inputs}
         per_tensor_positions = set(role.per_tensor_weight_inputs)
+        # Without AlignEltwiseQuantType, constant operands of element-wise ops are weights.
+        eltwise_weights = (
+            node.op_type in _ELTWISE_OPS and not self.options.AlignEltwiseQuantType
+        )
         touched = False
 
         input_keys: dict[int, str] = {}
@@ -262,8 +269,12 @@ class _Selector:
             if index == role.bias_input or not self._eligible(value):
                 continue
             assert value is not None
-            is_weight_slot = index in weight_positions or index in per_tensor_positions
             data = constant_array(value)
+            is_weight_slot = (
+                index in weight_positions
+                or index in per_tensor_positions
+                or (eltwise_weights and data is not None)
+            )
             if is_weight_slot and data is not None:
                 if layer_weight is None:
                     continue
