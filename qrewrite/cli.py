@@ -356,6 +356,12 @@ def _apply_spec_flags(merged: dict[str, Any], args: argparse.Namespace) -> None:
             spec = layer.get(role)
             layer[role] = {**(spec if isinstance(spec, dict) else {}), "type": type_name}
 
+    if _get_option(merged, "enable_npu_cnn") and args.scale_type is None:
+        # The NPU needs power-of-two scales, so a type flag keeps them.
+        for role, type_name in (("activation", args.activation_type), ("weight", args.weight_type)):
+            if type_name not in (None, "float") and isinstance(layer.get(role), dict):
+                layer[role]["scale_type"] = "PowerOf2"
+
     symmetry_flag = "--symmetric" if args.symmetric else "--asymmetric"
     _set_spec_field(layer, ("activation", "weight"), "symmetric", args.symmetric, symmetry_flag)
     granularity_flag = "--per-channel" if args.granularity == "Channel" else "--per-tensor"

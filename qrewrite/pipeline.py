@@ -36,10 +36,11 @@ from qrewrite.model.verify import verify_model_file, verify_model_proto
 from qrewrite.quantization.bias import refine_bias
 from qrewrite.quantization.int16_scale import snap_plan_scales
 from qrewrite.quantization.materialize import materialize
-from qrewrite.quantization.npu import adjust_npu_positions, log_report
+from qrewrite.quantization.npu import adjust_npu_positions, log_report, npu_violations
 from qrewrite.quantization.plan import Plan, make_plan
 from qrewrite.quantization.selection import Selection, calibration_specs, select
 from qrewrite.rules import float_graph_rules
+from qrewrite.rules.dpu import DPU_RULES
 from qrewrite.rules.qdq_removal import qdq_removal_rules
 from qrewrite.run_context import run_context
 from qrewrite.summary import QuantizationSummary, summarize
@@ -161,9 +162,30 @@ def apply_float_rules(state: State) -> State:
     """Apply the float-graph rule packs that the options select."""
     from qrewrite.rewrite import apply_rules
 
-    rules = float_graph_rules(state.config.options)
-    result = apply_rules(state.proto, rules)
-    return attrs.evolve(state, proto=result.model)
+    options = state.config.options
+    rules = float_graph_rules(options)
+    simulating = bool(options.enable_npu_cnn and options.SimulateDPU)
+    result = apply_rules(state.proto, rules, explain=simulating)
+    notes = list(state.notes)
+    reports = result.rules.items()
+    matched = [f"{name} {report.matches}" for name, report in reports if report.matches]
+    if matched:
+        notes.append(f"float-graph rules: {', '.join(matched)}")
+    if simulating:
+        notes += _unsimulated_notes(result.rules)
+    return attrs.evolve(state, proto=result.model, notes=tuple(notes))
+
+
+def _unsimulated_notes(reports: Mapping[str, Any]) -> list[str]:
+    """One line per DPU rule that found its op but matched nothing, with its first reason."""
+    notes = []
+    for rule in DPU_RULES:
+        report = reports.get(rule.name)
+        if report is None or report.matches or not report.reasons:
+            continue
+        reason = report.reasons[0].removeprefix("at ")
+        notes.append(f"{rule.name} did not apply: {reason}")
+    return notes
 
 
 _ONNXRUNTIME_RUN_ERRORS = (
@@ -314,6 +336,17 @@ def refine_npu_scale_positions(state: State) -> State:
     )
 
 
+def report_npu_limits(state: State) -> State:
+    """With NPULimitationCheck off, count the NPU limits the plan breaks, changing nothing."""
+    assert state.model is not None
+    assert state.plan is not None
+    broken = npu_violations(state.plan, state.model.graph, state.config.options)
+    for violation in broken[:10]:
+        logger.warning("NPU limit broken (NPULimitationCheck=False): %s", violation.describe())
+    note = f"NPU position checks are off (NPULimitationCheck=False): {len(broken)} limit(s) broken"
+    return attrs.evolve(state, notes=(*state.notes, note))
+
+
 def snap_scales_to_int16(state: State) -> State:
     """Replace every activation and weight scale by the nearest M / 2^N (Int16Scale)."""
     assert state.plan is not None
@@ -385,6 +418,8 @@ def build_stages(config: QConfig) -> list[Stage]:
     if options.enable_npu_cnn and options.NPULimitationCheck:
         # Before the bias: refine_bias then derives int32 bias scales from final positions.
         stages.append(Stage("NPU positions", refine_npu_scale_positions))
+    elif options.enable_npu_cnn:
+        stages.append(Stage("NPU limits report", report_npu_limits))
     if options.Int16Scale:
         stages.append(Stage("int16 scales", snap_scales_to_int16))
     stages += [

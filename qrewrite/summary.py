@@ -9,6 +9,8 @@ import onnx_ir as ir
 
 from qrewrite.quantization.plan import Plan
 
+_BIAS_OPS = frozenset({"Conv", "ConvTranspose", "Gemm"})
+
 
 @attrs.frozen
 class QuantizationSummary:
@@ -59,11 +61,18 @@ def summarize(
     op_types = {node.name: node.op_type for node in model.graph}
     quantized = Counter(op_types[name] for name in plan.selection.quantized_nodes)
 
+    # With Int32Bias off a bias is quantized like a weight; it is still listed as bias.
+    bias_keys = {
+        key
+        for (node, index), key in plan.selection.input_uses.items()
+        if index == 2 and op_types.get(node) in _BIAS_OPS
+    }
     tensors: Counter[tuple[str, str]] = Counter()
     for key, target in plan.selection.targets.items():
         params = plan.params.get(key)
         if params is not None:
-            tensors[(target.role.value, params.data_type.value)] += 1
+            role = "bias" if key in bias_keys else target.role.value
+            tensors[(role, params.data_type.value)] += 1
 
     return QuantizationSummary(
         quantized_op_types=tuple(sorted(quantized.items())),

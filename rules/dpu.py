@@ -238,7 +238,7 @@ def _pool_kernel(x: ir.Value, node: ir.Node) -> list[int] | MatchResult:
         if len(static) != len(dims):
             return MatchResult().fail(
                 "the spatial dimensions are not static, so the element count N of the "
-                "DPU multiplier is unknown: export the model with fixed input sizes",
+                "DPU multiplier is unknown: fix the input sizes with FixShapes",
                 x,
             )
         return static

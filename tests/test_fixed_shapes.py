@@ -74,3 +74,14 @@ def test_shape_that_contradicts_the_model(text, message) -> None:
     config = QConfig(FixShapes=text, PrintSummary=False)
     with pytest.raises(ModelInputError, match=message):
         ModelQuantizer(config).quantize_model(_dynamic_model(), None, feeds)
+
+
+def test_minus_one_counts_as_dynamic() -> None:
+    model = _dynamic_model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    feeds = [{"x": np.ones((1, 3, 8, 8), np.float32)}]
+    config = QConfig(FixShapes="x:[1,3,8,8]", PrintSummary=False)
+
+    quantized = ModelQuantizer(config).quantize_model(model, None, feeds)
+
+    assert _dims(quantized.graph.input[0]) == [1, 3, 8, 8]

@@ -83,7 +83,7 @@ FEEDS = samples({"x": [1, 3, 16, 16]}, 16)
 
 
 def quantize_npu(model: onnx.ModelProto, **options: object) -> onnx.ModelProto:
-    config = QConfig(enable_npu_cnn=True, PrintSummary=False, **options)
+    config = QConfig(**{"enable_npu_cnn": True, "PrintSummary": False, **options})
     return ModelQuantizer(config).quantize_model(model, None, FEEDS)
 
 
@@ -247,7 +247,7 @@ def _conv_shift_cuts(model: onnx.ModelProto) -> list[int]:
     return cuts
 
 
-def test_tiny_weights_get_their_shift_cut_fixed() -> None:
+def test_tiny_weights_get_their_shift_cut_fixed(capsys) -> None:
     model = npu_cnn_model()
     for init in model.graph.initializer:
         # Tiny weights and a bias of order 1 push weight + input - output above 16.
@@ -255,8 +255,11 @@ def test_tiny_weights_get_their_shift_cut_fixed() -> None:
             init.CopyFrom(tensor("w2", _weights(5)(8, 8, 3, 3, scale=1e-4)))
         if init.name == "b2":
             init.CopyFrom(tensor("b2", _weights(6)(8, scale=1.0)))
-    unchecked = quantize_npu(model, NPULimitationCheck=False)
+    unchecked = quantize_npu(model, NPULimitationCheck=False, PrintSummary=True)
     assert max(_conv_shift_cuts(unchecked)) > 16
+    printed = capsys.readouterr().out
+    assert "NPU position checks are off (NPULimitationCheck=False)" in printed
+    assert "0 limit(s) broken" not in printed
 
     checked = quantize_npu(model)
     assert all(0 <= cut <= 16 for cut in _conv_shift_cuts(checked))
@@ -269,3 +272,62 @@ def test_summary_reports_the_npu_steps(capsys) -> None:
     printed = capsys.readouterr().out
     assert "NPU position checks:" in printed
     assert "RemoveQDQConvLeakyRelu: removed 1" in printed
+    assert "ConvertSigmoidToHardSigmoid 1" in printed
+    assert "ConvertLeakyReluToDPUVersion 1" in printed
+
+
+def test_summary_says_why_a_dpu_rule_did_not_apply(capsys) -> None:
+    model = npu_cnn_model()
+    sigmoid = next(node for node in model.graph.node if node.op_type == "Sigmoid")
+    sigmoid.op_type = "HardSigmoid"
+    sigmoid.attribute.extend([helper.make_attribute("alpha", 0.2)])
+
+    ModelQuantizer(QConfig(enable_npu_cnn=True)).quantize_model(model, None, FEEDS)
+
+    printed = capsys.readouterr().out
+    assert "ConvertHardSigmoidToDPUVersion did not apply: " in printed
+    assert "not 1/6" in printed
+
+
+def test_summary_lists_int8_bias(capsys) -> None:
+    ModelQuantizer(QConfig(enable_npu_cnn=True)).quantize_model(npu_cnn_model(), None, FEEDS)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["bias", "Int8", "4"] in rows
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"ConvertSoftmaxToDPUVersion": True}, {"AlignTranspose": True}, {"MaxLoopNum": 9}],
+)
+def test_npu_only_option_without_npu_is_an_error(options) -> None:
+    (name,) = options
+    with pytest.raises(ConfigError, match=f"{name}=.* only acts with enable_npu_cnn=True"):
+        QConfig(**options)
+
+
+def test_options_that_act_without_npu_are_accepted() -> None:
+    config = QConfig(RemoveQDQMulAdd=True, SimulateDPU=False, RemoveQDQConvGelu=True)
+    assert config.options.RemoveQDQMulAdd
+
+
+def test_cli_type_flag_keeps_power_of_two_for_npu(tmp_path) -> None:
+    source = tmp_path / "model.onnx"
+    onnx.save(npu_cnn_model(), source)
+    output = tmp_path / "model.q.onnx"
+    arguments = ["quantize", str(source), str(output), "--target", "npu_cnn", "--random-data"]
+
+    assert cli_main([*arguments, "--activation-type", "Int16"]) == 0
+
+    quantized = onnx.load(output)
+    dequantize = nodes_of(quantized, "DequantizeLinear")
+    assert all(_is_power_of_two(initializer(quantized, n.input[1])) for n in dequantize)
+    zero_points = [initializer(quantized, n.input[2]) for n in dequantize]
+    assert np.dtype(np.int16) in {zero_point.dtype for zero_point in zero_points}
+
+
+def test_cli_per_channel_with_npu_names_the_flag(tmp_path, capsys) -> None:
+    source = tmp_path / "model.onnx"
+    onnx.save(npu_cnn_model(), source)
+    arguments = ["quantize", str(source), str(tmp_path / "out.onnx"), "--target", "npu_cnn"]
+    assert cli_main([*arguments, "--random-data", "--per-channel"]) == 2
+    assert "--per-tensor" in capsys.readouterr().err

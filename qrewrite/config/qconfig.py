@@ -13,6 +13,7 @@ from qrewrite.config.data_types import DataType
 from qrewrite.config.enums import QuantGranularity, ScaleType
 from qrewrite.config.extra_options import ExtraOptions
 from qrewrite.config.option_types import FrozenDict
+from qrewrite.config.registry import OPTIONS
 from qrewrite.config.spec import QLayerConfig, QTensorConfig, npu_cnn_layer_config
 from qrewrite.errors import ConfigError, NotBuiltError
 from qrewrite.model.fixed_shapes import parse_fixed_shapes
@@ -116,17 +117,44 @@ def _check_npu_specs(layer: QLayerConfig) -> None:
         spec = getattr(layer, role)
         if spec is None:
             continue
+        kind = type(spec).__name__
         if spec.scale_type is not ScaleType.PowerOf2:
             raise ConfigError(
-                f"enable_npu_cnn needs power-of-two scales, but the {role} spec {spec!r} has "
+                f"enable_npu_cnn needs power-of-two scales, but the {role} spec {kind} has "
                 f"scale_type {spec.scale_type.name}; use XInt8Spec() or "
-                "scale_type=ScaleType.PowerOf2"
+                "scale_type=ScaleType.PowerOf2 (command line: --scale-type PowerOf2)"
             )
         if spec.quant_granularity is not QuantGranularity.Tensor:
             raise ConfigError(
-                f"enable_npu_cnn needs per-tensor specs, but the {role} spec {spec!r} has "
-                f"quant_granularity {spec.quant_granularity.name}; the NPU has no per-channel "
-                "scales"
+                f"enable_npu_cnn needs per-tensor specs, but the {role} spec {kind} has "
+                f"quant_granularity {spec.quant_granularity.name}, and the NPU has no "
+                "per-channel scales; use QuantGranularity.Tensor (command line: --per-tensor)"
+            )
+
+
+# Options of the "npu" group that act without enable_npu_cnn.
+_NPU_GROUP_ALWAYS = frozenset(
+    {
+        "enable_npu_cnn",
+        "enable_npu_transformer",
+        "RemoveQDQConvGelu",
+        "RemoveQDQMulAdd",
+        "RemoveQDQBetweenOps",
+        "RemoveQDQInstanceNorm",
+    }
+)
+
+
+def _check_npu_only_options(given: Mapping[str, Any]) -> None:
+    """Fail when an option given explicitly would do nothing without enable_npu_cnn."""
+    for name, value in given.items():
+        option = OPTIONS[name]
+        if option.group != "npu" or name in _NPU_GROUP_ALWAYS:
+            continue
+        if value and value != option.default:
+            raise ConfigError(
+                f"{name}={value!r} only acts with enable_npu_cnn=True; set enable_npu_cnn=True "
+                f"or leave {name} out"
             )
 
 
@@ -173,6 +201,8 @@ class QConfig:
             )
         if options.enable_npu_cnn:
             _check_npu_specs(global_config)
+        else:
+            _check_npu_only_options(kwargs)
         if options.FixShapes is not None:
             parse_fixed_shapes(options.FixShapes)
         _check_providers(options.ExecutionProviders)

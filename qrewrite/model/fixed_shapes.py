@@ -60,7 +60,8 @@ def _set_shape(value: onnx.ValueInfoProto, shape: tuple[int, ...]) -> None:
                 f"model declares rank {len(current)}"
             )
         for axis, (dim, fixed) in enumerate(zip(current, shape, strict=True)):
-            if dim.HasField("dim_value") and dim.dim_value != fixed:
+            # Some exporters write -1 or 0 for a dynamic dimension.
+            if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != fixed:
                 raise ModelInputError(
                     f"FixShapes gives {value.name!r} dimension {fixed} on axis {axis}, but the "
                     f"model fixes it to {dim.dim_value}"
