@@ -19,7 +19,7 @@ BUILT_DATA_TYPES = frozenset(
         DataType.UInt16,
     }
 )
-BUILT_SCALE_TYPES = frozenset({ScaleType.Float32, ScaleType.PowerOf2})
+BUILT_SCALE_TYPES = frozenset({ScaleType.Float32, ScaleType.PowerOf2, ScaleType.Int16})
 BUILT_CALIB_METHODS = frozenset(
     {
         CalibMethod.MinMax,

@@ -19,28 +19,14 @@ import attrs
 import numpy as np
 
 from qrewrite.quantization.plan import Plan
-from qrewrite.quantization.qparams import QuantParams
+from qrewrite.quantization.qparams import MAX_INT16_MULTIPLIER, QuantParams, int16_form
 
 logger = logging.getLogger(__name__)
-
-MAX_MULTIPLIER = 32767
-MAX_SHIFT = 65535
 
 
 def snap_to_int16_form(scales: np.ndarray) -> np.ndarray:
     """Return each scale as the nearest M / 2^N with 1 <= M <= 32767 and 0 <= N <= 65535."""
-    values = np.asarray(scales, dtype=np.float64)
-    snapped = values.copy()
-    fits = (values > 0) & (values <= MAX_MULTIPLIER)
-    shift = np.floor(np.log2((MAX_MULTIPLIER + 0.5) / values[fits]))
-    shift = np.clip(shift, 0, MAX_SHIFT)
-    multiplier = np.round(values[fits] * np.exp2(shift))
-    # Rounding up past the limit: one shift less keeps M in range.
-    over = multiplier > MAX_MULTIPLIER
-    shift[over] -= 1
-    multiplier[over] = np.round(values[fits][over] * np.exp2(shift[over]))
-    snapped[fits] = multiplier / np.exp2(shift)
-    return snapped.astype(np.asarray(scales).dtype)
+    return int16_form(scales)
 
 
 def snap_plan_scales(plan: Plan) -> Plan:
@@ -48,7 +34,7 @@ def snap_plan_scales(plan: Plan) -> Plan:
     updates: dict[str, QuantParams] = {}
     for key, params in plan.params.items():
         snapped = snap_to_int16_form(params.scale)
-        if np.any(np.asarray(params.scale) > MAX_MULTIPLIER):
+        if np.any(np.asarray(params.scale) > MAX_INT16_MULTIPLIER):
             logger.warning("Int16Scale: a scale of %r is above 32767 and stays as it is", key)
         if not np.array_equal(snapped, params.scale):
             updates[key] = attrs.evolve(params, scale=snapped)

@@ -75,6 +75,33 @@ def _round_to_power_of_two(scale: np.ndarray) -> np.ndarray:
     return np.exp2(np.ceil(np.log2(scale)))
 
 
+MAX_INT16_MULTIPLIER = 32767
+MAX_UINT16_SHIFT = 65535
+
+
+def int16_form(scales: np.ndarray, *, round_up: bool = False) -> np.ndarray:
+    """Return each scale as M / 2^N with 1 <= M <= 32767 and 0 <= N <= 65535.
+
+    The largest N that keeps M in range gives the finest step. M is the nearest integer,
+    or the next one up with `round_up`, so the scale never shrinks and a calibrated range
+    stays representable. The relative change is at most 1 / 16384 (1 / 32768 when
+    rounding to nearest). Scales above 32767 have no such form and come back unchanged.
+    """
+    values = np.asarray(scales, dtype=np.float64)
+    result = values.copy()
+    fits = (values > 0) & (values <= MAX_INT16_MULTIPLIER)
+    rounding = np.ceil if round_up else np.round
+    shift = np.floor(np.log2((MAX_INT16_MULTIPLIER + 0.5) / values[fits]))
+    shift = np.clip(shift, 0, MAX_UINT16_SHIFT)
+    multiplier = rounding(values[fits] * np.exp2(shift))
+    # Rounding up past the limit: one shift less keeps M in range.
+    over = multiplier > MAX_INT16_MULTIPLIER
+    shift[over] -= 1
+    multiplier[over] = rounding(values[fits][over] * np.exp2(shift[over]))
+    result[fits] = multiplier / np.exp2(shift)
+    return result.astype(np.asarray(scales).dtype)
+
+
 def params_from_range(
     rmin: np.ndarray | float,
     rmax: np.ndarray | float,
@@ -106,6 +133,8 @@ def params_from_range(
     scale = np.where(scale > 0, np.maximum(scale, MIN_SCALE), 1.0)
     if scale_type is ScaleType.PowerOf2:
         scale = _round_to_power_of_two(scale)
+    elif scale_type is ScaleType.Int16:
+        scale = int16_form(scale, round_up=True)
     elif scale_type is not ScaleType.Float32:
         raise ValueError(f"scale type {scale_type} is not supported here")
 
