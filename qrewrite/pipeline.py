@@ -33,7 +33,7 @@ from qrewrite.model.names import name_unnamed_nodes
 from qrewrite.model.opset import convert_opset, target_opset
 from qrewrite.model.shapes import infer_shapes
 from qrewrite.model.verify import verify_model_file, verify_model_proto
-from qrewrite.quantization.bias import refine_bias
+from qrewrite.quantization.bias import bias_from_own_range, refine_bias
 from qrewrite.quantization.int16_scale import snap_plan_scales
 from qrewrite.quantization.materialize import materialize
 from qrewrite.quantization.npu import adjust_npu_positions, log_report, npu_violations
@@ -357,6 +357,8 @@ def refine_bias_scales(state: State) -> State:
     """Set bias scales to input scale x weight scale, widening weights on overflow."""
     assert state.plan is not None
     bias_type = DataType.Int16 if state.config.options.Int16Bias else DataType.Int32
+    if not state.config.options.AdjustBiasScale:
+        return attrs.evolve(state, plan=bias_from_own_range(state.plan, bias_type))
     return attrs.evolve(state, plan=refine_bias(state.plan, bias_type))
 
 

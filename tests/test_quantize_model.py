@@ -394,3 +394,21 @@ def test_unrunnable_sample_is_data_error() -> None:
 
     with pytest.raises(CalibrationDataError, match="could not run the model"):
         quantize(model, samples({"x": [1, 1, 5, 5]}, 2))
+
+
+def test_bias_with_its_own_scale_when_not_adjusted() -> None:
+    model = conv_gemm_model()
+    quantized = quantize(model, AdjustBiasScale=False)
+
+    conv = next(node for node in quantized.graph.node if node.op_type == "Conv")
+    bias_dq = dq_feeding(quantized, conv.name, 2)
+    x_scale, _, _ = dq_params(quantized, dq_feeding(quantized, conv.name, 0))
+    w_scale, _, _ = dq_params(quantized, dq_feeding(quantized, conv.name, 1))
+    b_scale, _, _ = dq_params(quantized, bias_dq)
+    float_conv = next(node for node in model.graph.node if node.op_type == "Conv")
+    bias = initializer(model, float_conv.input[2])
+    assert initializer(quantized, bias_dq.input[0]).dtype == np.int32
+    assert not np.allclose(b_scale, x_scale * w_scale)
+    # Per channel, like the weight: each bias value sets its own channel's scale.
+    np.testing.assert_allclose(b_scale, np.abs(bias) / (2**31 - 1), rtol=1e-6)
+    assert min_cosine(model, quantized, FEEDS[:3]) > 0.99

@@ -396,9 +396,11 @@ _QUANTIZE = [
         "AdjustBiasScale",
         t.BOOL,
         True,
-        "Set the bias scale to input scale x weight scale. This is how qrewrite always "
-        "quantizes bias, so only True is accepted.",
-        built=False,
+        "Set the int32 (or int16) bias scale to input scale x weight scale, widening weight "
+        "scales where the bias would overflow. False gives the bias a symmetric scale of "
+        "its own range; onnxruntime then dequantizes it instead of fusing the node into an "
+        "integer kernel.",
+        built=True,
     ),
     _opt(
         "UseMatMulNBits",

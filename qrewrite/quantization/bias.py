@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 
+import attrs
 import numpy as np
 
 from qrewrite.config.data_types import DataType
+from qrewrite.config.enums import ScaleType
 from qrewrite.quantization.plan import Plan
 from qrewrite.quantization.qparams import QuantParams, channel_range, params_from_range
 
@@ -48,6 +50,26 @@ def _channel_scales(weight: QuantParams, length: int) -> np.ndarray:
     if scale.size in (1, length):
         return scale
     return np.tile(scale, length // scale.size)
+
+
+def bias_from_own_range(plan: Plan, bias_type: DataType) -> Plan:
+    """Give every linked bias a symmetric scale of its own range (AdjustBiasScale off).
+
+    The scale then differs from input scale x weight scale, so onnxruntime cannot fuse
+    the node into an integer kernel and dequantizes the bias instead.
+    """
+    params = dict(plan.params)
+    constants = dict(plan.constants)
+    for link in plan.selection.bias_links:
+        weight = params[link.weight_key]
+        fitted = _fit_bias(constants[link.bias_key], weight)
+        data, axis = fitted if fitted is not None else (constants[link.bias_key], None)
+        constants[link.bias_key] = data
+        low, high = channel_range(data, axis)
+        params[link.bias_key] = params_from_range(
+            low, high, bias_type, symmetric=True, scale_type=ScaleType.Float32, axis=axis
+        )
+    return attrs.evolve(plan, params=params, constants=constants)
 
 
 def refine_bias(plan: Plan, bias_type: DataType) -> Plan:
