@@ -39,6 +39,18 @@ def _check_enum(kind: type[enum.Enum], built: frozenset[Any]) -> Any:
     return check
 
 
+def _check_group_size(
+    instance: QTensorConfig, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"{type(instance).__name__}.group_size must be a positive integer or None, "
+            f"got {value!r}"
+        )
+
+
 def _check_bool(instance: QTensorConfig, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, bool):
         raise ConfigError(
@@ -66,10 +78,25 @@ class QTensorConfig:
         default=QuantGranularity.Tensor,
         validator=_check_enum(QuantGranularity, support.BUILT_GRANULARITIES),
     )
+    # Elements per block along the weight's reduction axis; only with QuantGranularity.Group.
+    group_size: int | None = attrs.field(default=None, validator=_check_group_size)
 
     def __attrs_post_init__(self) -> None:
         if type(self) is QTensorConfig:
             raise ConfigError("QTensorConfig is abstract; use a spec such as Int8Spec()")
+        name = type(self).__name__
+        grouped = self.quant_granularity is QuantGranularity.Group
+        if grouped and self.group_size is None:
+            raise ConfigError(
+                f"{name} with quant_granularity=QuantGranularity.Group needs group_size, "
+                "the number of elements per block, such as group_size=32"
+            )
+        if not grouped and self.group_size is not None:
+            raise ConfigError(
+                f"{name}.group_size={self.group_size} needs "
+                "quant_granularity=QuantGranularity.Group; remove group_size or set the "
+                "granularity"
+            )
         if self.data_type not in support.BUILT_DATA_TYPES:
             raise NotBuiltError(
                 f"{type(self).__name__} ({self.data_type.value}) is not built yet; built specs: "
@@ -90,6 +117,7 @@ class QTensorConfig:
             scale_type=self.scale_type,
             calibration_method=self.calibration_method,
             quant_granularity=self.quant_granularity,
+            group_size=self.group_size,
         )
 
 
@@ -209,6 +237,17 @@ class QLayerConfig:
 
     activation: QTensorConfig | None = attrs.field(factory=Int8Spec, validator=_check_spec)
     weight: QTensorConfig | None = attrs.field(factory=Int8Spec, validator=_check_spec)
+
+    def __attrs_post_init__(self) -> None:
+        if (
+            self.activation is not None
+            and self.activation.quant_granularity is QuantGranularity.Group
+        ):
+            raise ConfigError(
+                "QuantGranularity.Group applies to weights only, but the activation spec "
+                f"{type(self.activation).__name__} has it; use QuantGranularity.Tensor for "
+                "activations"
+            )
 
     def with_data_type(self, data_type: DataType) -> QLayerConfig:
         """Return this layer config with both specs moved to `data_type`."""

@@ -30,4 +30,6 @@ BUILT_CALIB_METHODS = frozenset(
         CalibMethod.Distribution,
     }
 )
-BUILT_GRANULARITIES = frozenset({QuantGranularity.Tensor, QuantGranularity.Channel})
+BUILT_GRANULARITIES = frozenset(
+    {QuantGranularity.Tensor, QuantGranularity.Channel, QuantGranularity.Group}
+)

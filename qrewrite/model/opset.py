@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 
 # QuantizeLinear/DequantizeLinear gained the per-channel `axis` in opset 13.
 PER_CHANNEL_OPSET = 13
+# ... and the `block_size` attribute of blocked quantization in opset 21.
+BLOCKED_OPSET = 21
 
 
 def _specs(config: QConfig) -> list[QTensorConfig]:
@@ -38,6 +40,8 @@ def required_opset(config: QConfig) -> tuple[int, str]:
             needed, reason = spec.data_type.min_opset, f"{spec.data_type.value} Q/DQ"
         if spec.quant_granularity is QuantGranularity.Channel and needed < PER_CHANNEL_OPSET:
             needed, reason = PER_CHANNEL_OPSET, "per-channel quantization"
+        if spec.quant_granularity is QuantGranularity.Group and needed < BLOCKED_OPSET:
+            needed, reason = BLOCKED_OPSET, "blocked quantization (QuantGranularity.Group)"
     weights_quantized = any(layer.weight is not None for layer in [config.global_config]) or bool(
         config.specific_layer_config or config.layer_type_config
     )

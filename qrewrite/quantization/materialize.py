@@ -84,7 +84,11 @@ class _Writer:
     ) -> tuple[list[ir.Node], ir.Value]:
         scale = self._initializer(f"{tensor}_scale", params.scale, graph)
         zero_point = self._initializer(f"{tensor}_zero_point", params.zero_point_array(), graph)
-        attributes = {"axis": params.axis} if params.axis is not None else {}
+        attributes: dict[str, int] = {}
+        if params.axis is not None:
+            attributes["axis"] = params.axis
+        if params.block_size is not None:
+            attributes["block_size"] = params.block_size
         nodes = []
         quantized = source
         if with_quantize:

@@ -16,6 +16,7 @@ import numpy as np
 import onnx_ir as ir
 
 from qrewrite.model.graph_utils import constant_array
+from qrewrite.quantization.blocks import block_range
 from qrewrite.quantization.qparams import QuantParams, channel_range, params_from_range
 from qrewrite.quantization.selection import Role, Selection, Target, share_groups
 from qrewrite.quantization.subgraphs import ScopedNames
@@ -106,7 +107,10 @@ def make_plan(selection: Selection, graph: ir.Graph, ranges: Mapping[str, RangeL
         if head.role is Role.WEIGHT:
             spec = head.spec
             assert spec is not None
-            low, high = channel_range(constants[head.key], head.axis)
+            if head.block_size is not None and head.axis is not None:
+                low, high = block_range(constants[head.key], head.axis, head.block_size)
+            else:
+                low, high = channel_range(constants[head.key], head.axis)
             params[head.key] = params_from_range(
                 low,
                 high,
@@ -114,6 +118,7 @@ def make_plan(selection: Selection, graph: ir.Graph, ranges: Mapping[str, RangeL
                 symmetric=spec.symmetric,
                 scale_type=spec.scale_type,
                 axis=head.axis,
+                block_size=head.block_size,
             )
             continue
         shared = _activation_params([selection.targets[key] for key in ordered], ranges, constants)

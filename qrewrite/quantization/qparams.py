@@ -11,6 +11,9 @@ For a range [rmin, rmax] widened to contain 0 and a type with integers [qmin, qm
   the whole range representable, then recompute the asymmetric zero point.
 
 Zero is always exactly representable. A range of width zero gets scale 1.
+
+Blocked parameters (QuantGranularity.Group) have the tensor's shape with one entry per
+block along `axis`; `blocks.py` computes their ranges and expands them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 
 from qrewrite.config.data_types import DataType
 from qrewrite.config.enums import ScaleType
+from qrewrite.quantization.blocks import expand_blocks
 
 # Scales below this are raised to it, so a bias scale (a product of two scales) stays a
 # normal float32.
@@ -42,12 +46,17 @@ NUMPY_TYPES: dict[DataType, Any] = {
 
 @attrs.frozen(eq=False)
 class QuantParams:
-    """Quantization parameters of one tensor: one scale per tensor or per channel."""
+    """Quantization parameters of one tensor: one scale per tensor, channel or block.
+
+    With `block_size`, `scale` and `zero_point` have the tensor's rank and one entry per
+    block of `block_size` elements along `axis`.
+    """
 
     data_type: DataType
     scale: np.ndarray
     zero_point: np.ndarray
     axis: int | None = None
+    block_size: int | None = None
 
     @property
     def per_channel(self) -> bool:
@@ -59,12 +68,21 @@ class QuantParams:
         return (
             self.data_type is other.data_type
             and self.axis == other.axis
+            and self.block_size == other.block_size
             and np.array_equal(self.scale, other.scale)
             and np.array_equal(self.zero_point, other.zero_point)
         )
 
     def __hash__(self) -> int:
-        return hash((self.data_type, self.axis, self.scale.tobytes(), self.zero_point.tobytes()))
+        return hash(
+            (
+                self.data_type,
+                self.axis,
+                self.block_size,
+                self.scale.tobytes(),
+                self.zero_point.tobytes(),
+            )
+        )
 
     def zero_point_array(self) -> np.ndarray:
         """Zero point in the quantized type's numpy dtype, as ONNX stores it."""
@@ -110,8 +128,9 @@ def params_from_range(
     symmetric: bool,
     scale_type: ScaleType = ScaleType.Float32,
     axis: int | None = None,
+    block_size: int | None = None,
 ) -> QuantParams:
-    """Compute scale and zero point for a range; arrays give one pair per channel."""
+    """Compute scale and zero point for a range; arrays give one pair per channel or block."""
     low = np.minimum(np.asarray(rmin, dtype=np.float64), 0.0)
     high = np.maximum(np.asarray(rmax, dtype=np.float64), 0.0)
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
@@ -146,13 +165,21 @@ def params_from_range(
         scale=scale.astype(np.float32),
         zero_point=zero_point.astype(np.int64),
         axis=axis,
+        block_size=block_size,
     )
 
 
-def _broadcast(params: QuantParams, rank: int) -> tuple[np.ndarray, np.ndarray]:
+def _broadcast(
+    params: QuantParams, tensor_shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     scale = params.scale.astype(np.float64)
     zero_point = params.zero_point.astype(np.float64)
-    if params.axis is not None and scale.ndim == 1:
+    rank = len(tensor_shape)
+    if params.block_size is not None and params.axis is not None:
+        length = tensor_shape[params.axis]
+        scale = expand_blocks(scale, params.axis, params.block_size, length)
+        zero_point = expand_blocks(zero_point, params.axis, params.block_size, length)
+    elif params.axis is not None and scale.ndim == 1:
         shape = [1] * rank
         shape[params.axis] = scale.shape[0]
         scale = scale.reshape(shape)
@@ -163,7 +190,7 @@ def _broadcast(params: QuantParams, rank: int) -> tuple[np.ndarray, np.ndarray]:
 def quantize(values: np.ndarray, params: QuantParams) -> np.ndarray:
     """Quantize as ONNX QuantizeLinear does: round half to even, add zero point, saturate."""
     array = np.asarray(values, dtype=np.float64)
-    scale, zero_point = _broadcast(params, array.ndim)
+    scale, zero_point = _broadcast(params, array.shape)
     q = np.rint(array / scale) + zero_point
     q = np.clip(q, params.data_type.qmin, params.data_type.qmax)
     return q.astype(NUMPY_TYPES[params.data_type])
@@ -172,7 +199,7 @@ def quantize(values: np.ndarray, params: QuantParams) -> np.ndarray:
 def dequantize(values: np.ndarray, params: QuantParams) -> np.ndarray:
     """Dequantize as ONNX DequantizeLinear does."""
     array = np.asarray(values).astype(np.float64)
-    scale, zero_point = _broadcast(params, array.ndim)
+    scale, zero_point = _broadcast(params, array.shape)
     return ((array - zero_point) * scale).astype(np.float32)
 
 

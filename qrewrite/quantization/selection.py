@@ -20,6 +20,7 @@ import onnx_ir as ir
 
 from qrewrite.config import QConfig, QLayerConfig, QTensorConfig
 from qrewrite.config.enums import QuantGranularity
+from qrewrite.errors import ConfigError
 from qrewrite.model.graph_utils import constant_array, is_float
 from qrewrite.quantization.narrow_float import narrow_float_nodes
 from qrewrite.quantization.node_config import node_layer_configs
@@ -40,6 +41,30 @@ logger = logging.getLogger(__name__)
 _ELTWISE_OPS = frozenset({"Mul", "Add", "Sub", "Div", "Min", "Max"})
 
 
+def _matmul_block_axis(node: ir.Node, rank: int) -> int:
+    return max(rank - 2, 0)
+
+
+def _gemm_block_axis(node: ir.Node, rank: int) -> int:
+    trans_b = node.attributes.get("transB")
+    return 1 if trans_b is not None and trans_b.as_int() else 0
+
+
+def _conv_block_axis(node: ir.Node, rank: int) -> int:
+    return 1
+
+
+# Axis of the reduction (input-channel) dimension of a weight, along which
+# QuantGranularity.Group cuts blocks. onnxruntime 1.32 runs a blocked DequantizeLinear
+# before these ops for int4, uint4, int8 and uint8 weights, with the one exception that
+# `_check_runtime_blocks` rejects.
+BLOCK_AXIS_RULES = {
+    "MatMul": _matmul_block_axis,
+    "Gemm": _gemm_block_axis,
+    "Conv": _conv_block_axis,
+}
+
+
 class Role(enum.Enum):
     """The part a quantized tensor plays for its consumer."""
 
@@ -58,6 +83,8 @@ class Target:
     spec: QTensorConfig | None
     axis: int | None = None
     constant: bool = False
+    # Elements per block along `axis` for QuantGranularity.Group; None otherwise.
+    block_size: int | None = None
 
 
 @attrs.frozen
@@ -131,6 +158,8 @@ class _Selector:
         self.kept_float: dict[str, str] = {}
         self.spec_ids: dict[QTensorConfig, int] = {}
         self.per_channel_by_default = 0
+        # Weight uses of op types without a block rule, quantized per channel instead.
+        self.group_fallbacks: dict[str, int] = {}
         self.body_nodes: list[str] = []
         # Keys of body tensors that a quantizable body node reads or writes as float
         # activations, because no range is calibrated for them.
@@ -190,10 +219,28 @@ class _Selector:
         constant = constant_array(value) is not None
         return self._add(Target(key, name, Role.ACTIVATION, spec, None, constant))
 
-    def _weight_axis(
+    def _weight_layout(
         self, node: ir.Node, rule: object, rank: int, spec: QTensorConfig
+    ) -> tuple[int | None, int | None]:
+        """Return the weight's quantization axis and block size (None, None: per tensor)."""
+        if spec.quant_granularity is not QuantGranularity.Group:
+            return self._weight_axis(node, rule, rank, spec), None
+        block_rule = BLOCK_AXIS_RULES.get(node.op_type)
+        if block_rule is None or rank < 1:
+            self.group_fallbacks[node.op_type] = self.group_fallbacks.get(node.op_type, 0) + 1
+            return self._weight_axis(node, rule, rank, spec, per_channel=True), None
+        return block_rule(node, rank), spec.group_size
+
+    def _weight_axis(
+        self,
+        node: ir.Node,
+        rule: object,
+        rank: int,
+        spec: QTensorConfig,
+        *,
+        per_channel: bool = False,
     ) -> int | None:
-        requested = spec.quant_granularity is QuantGranularity.Channel
+        requested = per_channel or spec.quant_granularity is QuantGranularity.Channel
         by_default = (
             self.options.PerChannelWeightsByDefault
             and node.op_type in PER_CHANNEL_BY_DEFAULT
@@ -216,10 +263,18 @@ class _Selector:
             return None
         return axis
 
-    def _weight_key(self, value: ir.Value, spec: QTensorConfig, axis: int | None) -> str:
+    def _weight_key(
+        self,
+        value: ir.Value,
+        spec: QTensorConfig,
+        axis: int | None,
+        block_size: int | None = None,
+    ) -> str:
         name = self.names.value_key(value)
         key = f"{name}|w{self._spec_id(spec)}:{axis}"
-        return self._add(Target(key, name, Role.WEIGHT, spec, axis, True))
+        if block_size is not None:
+            key += f"/{block_size}"
+        return self._add(Target(key, name, Role.WEIGHT, spec, axis, True, block_size))
 
     def _node_selected(self, node: ir.Node, role: OpRole) -> bool:
         if self.allowed_types is not None and node.op_type not in self.allowed_types:
@@ -278,10 +333,12 @@ class _Selector:
             if is_weight_slot and data is not None:
                 if layer_weight is None:
                     continue
-                axis = None
+                axis = block_size = None
                 if index in weight_positions:
-                    axis = self._weight_axis(node, weight_positions[index], data.ndim, layer_weight)
-                weight_keys[index] = self._weight_key(value, layer_weight, axis)
+                    axis, block_size = self._weight_layout(
+                        node, weight_positions[index], data.ndim, layer_weight
+                    )
+                weight_keys[index] = self._weight_key(value, layer_weight, axis, block_size)
                 self.input_uses[(node_key, index)] = weight_keys[index]
                 touched = True
                 continue
@@ -297,6 +354,7 @@ class _Selector:
             self.input_uses[(node_key, index)] = key
             touched = True
 
+        self._check_runtime_blocks(node, input_keys, weight_keys)
         self._visit_bias(node, role, input_keys, weight_keys, layer_weight)
         output_keys = self._visit_outputs(node, role, activation)
         touched = touched or bool(output_keys)
@@ -304,6 +362,27 @@ class _Selector:
         if role.shares_input_params and 0 in input_keys and output_keys:
             self.groups.append((input_keys[0], *output_keys))
         return touched
+
+    def _check_runtime_blocks(
+        self, node: ir.Node, input_keys: dict[int, str], weight_keys: dict[int, str]
+    ) -> None:
+        """Raise ConfigError for blocked weights that onnxruntime 1.32 cannot run.
+
+        With a quantized input and 8-bit blocked weights, onnxruntime 1.32 fuses MatMul
+        into MatMulIntegerToFloat, which then fails at run time because it takes only
+        per-column weight scales.
+        """
+        if node.op_type != "MatMul" or 0 not in input_keys or 1 not in weight_keys:
+            return
+        weight = self.targets[weight_keys[1]]
+        if weight.block_size is None or weight.spec is None or weight.spec.data_type.bits != 8:
+            return
+        raise ConfigError(
+            f"MatMul {node.name!r}: onnxruntime 1.32 fails to run a MatMul with a quantized "
+            f"input and 8-bit blocked weights ({weight.spec.data_type.value}, "
+            f"group_size={weight.block_size}); use Int4Spec or UInt4Spec weights, "
+            "WeightsOnly=True, or QuantGranularity.Channel"
+        )
 
     def _visit_bias(
         self,
@@ -328,6 +407,11 @@ class _Selector:
         ):
             return
         name = self.names.value_key(bias)
+        if self.targets[weight_keys[weight_index]].block_size is not None:
+            # A bias scale is input scale x weight scale per output channel, and blocked
+            # weights have one scale per block, not per output channel.
+            self.kept_float.setdefault(name, "has blocked (QuantGranularity.Group) weights")
+            return
         node_key = self.names.node_key(node)
         use = (node_key, index)
         weight_key = weight_keys[weight_index]
@@ -464,6 +548,11 @@ def _select_bodies(selector: _Selector, main_configs: dict[str, QLayerConfig | N
 
 def _selection_notes(selector: _Selector) -> tuple[str, ...]:
     notes = []
+    for op_type, count in sorted(selector.group_fallbacks.items()):
+        notes.append(
+            f"QuantGranularity.Group: {count} weight use(s) of {op_type} quantized per "
+            "channel, because blocks are built for MatMul, Gemm and Conv weights only"
+        )
     if selector.per_channel_by_default:
         notes.append(
             f"PerChannelWeightsByDefault: {selector.per_channel_by_default} weight use(s) of "
