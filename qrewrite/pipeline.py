@@ -372,6 +372,17 @@ def write_qdq(state: State) -> State:
     return attrs.evolve(state, model=model)
 
 
+def write_matmul_nbits(state: State) -> State:
+    """Replace MatMul nodes with a constant B by MatMulNBits (UseMatMulNBits)."""
+    from qrewrite.quantization.matmul_nbits import rewrite_matmuls
+
+    assert state.model is not None
+    result = rewrite_matmuls(state.model, state.config)
+    return attrs.evolve(
+        state, model=result.model, plan=result.plan, notes=(*state.notes, result.note)
+    )
+
+
 def remove_qdq_pairs(state: State) -> State:
     """Remove the Q/DQ pairs that the RemoveQDQ* options name, from the quantized model."""
     from qrewrite.rewrite import apply_rules
@@ -393,6 +404,11 @@ def _removes_qdq_pairs(options: Any) -> bool:
 def build_stages(config: QConfig) -> list[Stage]:
     """Return the stage list for `config`, in order."""
     options = config.options
+    if options.MatMulNBitsParams and not options.UseMatMulNBits:
+        raise ConfigError(
+            "MatMulNBitsParams is set but UseMatMulNBits is False; set UseMatMulNBits=True "
+            "or leave MatMulNBitsParams out"
+        )
     stages: list[Stage] = [Stage("reject quantized input", reject_quantized_input)]
     if options.ConvertFP16ToFP32:
         stages.append(Stage("float16 to float32", float16_to_float32))
@@ -409,6 +425,9 @@ def build_stages(config: QConfig) -> list[Stage]:
     stages.append(Stage("convert opset", convert_to_target_opset))
     if len(float_graph_rules(options)) > 0:
         stages.append(Stage("float-graph rules", apply_float_rules))
+    if options.UseMatMulNBits:
+        # Weight-only and data-free: no selection, calibration or Q/DQ nodes.
+        return [*stages, Stage("prepare", prepare), Stage("MatMulNBits", write_matmul_nbits)]
     stages += [
         Stage("prepare", prepare),
         Stage("select", select_targets),

@@ -181,6 +181,53 @@ def _any(value: Any) -> Any:
     return value
 
 
+MATMUL_NBITS_KEYS = ("Algorithm", "GroupSize", "Symmetric", "Bits", "AccuracyLevel")
+MATMUL_NBITS_ALGORITHMS = ("DEFAULT", "GPTQ", "HQQ")
+
+
+def _matmul_nbits_params(value: Any) -> FrozenDict:
+    from qrewrite.errors import NotBuiltError
+
+    if not isinstance(value, Mapping):
+        raise OptionTypeError(f"expected a dict with keys {', '.join(MATMUL_NBITS_KEYS)}")
+    for key in value:
+        if key not in MATMUL_NBITS_KEYS:
+            raise OptionTypeError(
+                f"unknown key {key!r}; known keys: {', '.join(MATMUL_NBITS_KEYS)}"
+            )
+    algorithm = value.get("Algorithm", "DEFAULT")
+    if algorithm not in MATMUL_NBITS_ALGORITHMS:
+        choices = ", ".join(repr(c) for c in MATMUL_NBITS_ALGORITHMS)
+        raise OptionTypeError(f"Algorithm {algorithm!r} is not one of {choices}")
+    if algorithm == "GPTQ":
+        raise NotBuiltError(
+            "MatMulNBitsParams Algorithm='GPTQ' is not built yet; use 'DEFAULT' or 'HQQ'"
+        )
+    group_size = value.get("GroupSize", 128)
+    if (
+        isinstance(group_size, bool)
+        or not isinstance(group_size, int)
+        or group_size < 16
+        or group_size & (group_size - 1)
+    ):
+        raise OptionTypeError(
+            f"GroupSize {group_size!r} is not a power of two of at least 16 (16, 32, 64, "
+            "128, ...), which MatMulNBits requires"
+        )
+    if not isinstance(value.get("Symmetric", True), bool):
+        raise OptionTypeError(f"Symmetric {value['Symmetric']!r} is not True or False")
+    bits = value.get("Bits", 4)
+    if bits != 4 or isinstance(bits, bool):
+        raise OptionTypeError(f"Bits {bits!r} is not supported; only Bits=4 is")
+    level = value.get("AccuracyLevel", 0)
+    if isinstance(level, bool) or level not in (0, 1, 2, 3, 4):
+        raise OptionTypeError(
+            f"AccuracyLevel {level!r} is not 0 (unset), 1 (fp32), 2 (fp16), 3 (bf16) or 4 "
+            "(int8)"
+        )
+    return FrozenDict.of(dict(value))
+
+
 def optional(inner: OptionType) -> OptionType:
     """Allow None besides the inner type."""
 
@@ -207,6 +254,9 @@ AXIS_DICT = OptionType("dict of op type to int", _axis_dict)
 OP_PAIRS = OptionType("list of (str, str)", _op_pairs)
 ANY_DICT = OptionType("dict", _any_dict)
 OBJECT = OptionType("object", _any)
+MATMUL_NBITS_PARAMS = OptionType(
+    "dict: Algorithm, GroupSize, Symmetric, Bits, AccuracyLevel", _matmul_nbits_params
+)
 
 
 def choice(*choices: str) -> OptionType:

@@ -406,15 +406,21 @@ _QUANTIZE = [
         "UseMatMulNBits",
         t.BOOL,
         False,
-        "Quantize MatMul weights to MatMulNBits (weight-only, 4-bit blocks).",
-        built=False,
+        "Replace every main-graph MatMul whose B is a constant 2-D float32 matrix by "
+        "com.microsoft.MatMulNBits with 4-bit weights in blocks along K. Weight-only: "
+        "activations and all other nodes stay float, global_config and calibration are "
+        "not used, and exclude and specific_layer_config still leave nodes float.",
     ),
     _opt(
         "MatMulNBitsParams",
-        t.ANY_DICT,
+        t.MATMUL_NBITS_PARAMS,
         t.FrozenDict.of({}),
-        "Settings of UseMatMulNBits: Algorithm, GroupSize, Symmetric, Bits, AccuracyLevel.",
-        built=False,
+        "Settings of UseMatMulNBits. Algorithm: 'DEFAULT' (round to nearest per block) "
+        "or 'HQQ' (half-quadratic search of each block's zero point, or of its scale when "
+        "symmetric); 'GPTQ' is not built. GroupSize: elements per block, a power of two "
+        ">= 16, default 128. Symmetric: default True (zero point 8). Bits: only 4. "
+        "AccuracyLevel: MatMulNBits accuracy_level, 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 "
+        "int8 (onnxruntime quantizes A to int8 blocks), default 0.",
     ),
     _opt(
         "BF16WithClip",
