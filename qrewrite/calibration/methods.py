@@ -57,27 +57,61 @@ def percentile_range(histogram: Histogram, percent: float, symmetric: bool) -> T
     return TensorRange(quantile(histogram, cut_per_side), quantile(histogram, 1.0 - cut_per_side))
 
 
-def kl_divergences(counts: np.ndarray, ends: np.ndarray, levels: int) -> np.ndarray:
-    """Return `_kl_divergence(counts, end, levels)` for every end, in one numpy pass."""
-    ends = np.asarray(ends, np.int64)
-    bins = np.arange(counts.size)
-    inside = bins[None, :] < ends[:, None]
-    reference = np.where(inside, counts[None, :], 0).astype(np.float64)
-    tails = counts.sum() - np.cumsum(counts)[ends - 1]
-    reference[np.arange(ends.size), ends - 1] += tails
-    nonzero = reference > 0
+# kl_divergences works on blocks of rows of at most this many float64 values (128 KiB).
+# With glibc 2.36 on x86_64, larger temporaries came from fresh pages on every call, and
+# the page faults made whole 129 x 512 matrices 2.4 times slower (1.7 ms against 0.7 ms).
+KL_BLOCK_ELEMENTS = 2**14
 
-    chunk = np.where(inside, (bins[None, :] * levels) // ends[:, None], 0)
-    keys = (np.arange(ends.size)[:, None] * levels + chunk).ravel()
-    size = ends.size * levels
-    chunk_sum = np.bincount(keys, weights=reference.ravel(), minlength=size)
-    chunk_nonzero = np.bincount(keys, weights=nonzero.ravel(), minlength=size)
-    expanded_sum = chunk_sum[keys].reshape(reference.shape)
-    expanded_nonzero = np.maximum(chunk_nonzero[keys].reshape(reference.shape), 1)
-    expanded = np.where(nonzero, expanded_sum / expanded_nonzero, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(nonzero, reference * np.log(reference / expanded), 0.0)
-    return terms.sum(axis=1) / reference.sum(axis=1)
+
+def kl_divergences(counts: np.ndarray, ends: np.ndarray, levels: int) -> np.ndarray:
+    """Return `_kl_divergence(counts, end, levels)` for every end, vectorized over the ends.
+
+    Row r of the matrices below is the clipped distribution for ends[r]. Chunk sums come
+    from prefix sums of the integer counts, so they are exact. The results differ from
+    `_kl_divergence` only in the rounding of the final sums.
+    """
+    ends = np.asarray(ends, np.int64)
+    size = counts.size
+    rows = np.arange(ends.size)
+    cumulative = np.concatenate([[0], np.cumsum(counts)])
+    nonzero_cumulative = np.concatenate([[0], np.cumsum(counts > 0)])
+    total = cumulative[-1]
+    tails = total - cumulative[ends]
+
+    # Chunk j of row r contains the bins i < e = ends[r] with i * levels // e == j, which are
+    # [ceil(j * e / levels), ceil((j + 1) * e / levels)).
+    edges = (np.arange(levels + 1)[None, :] * ends[:, None] + levels - 1) // levels
+    chunk_sum = cumulative[edges[:, 1:]] - cumulative[edges[:, :-1]]
+    chunk_nonzero = nonzero_cumulative[edges[:, 1:]] - nonzero_cumulative[edges[:, :-1]]
+    last_chunk = ((ends - 1) * levels) // ends
+    chunk_sum[rows, last_chunk] += tails
+    chunk_nonzero[rows, last_chunk] += (counts[ends - 1] == 0) & (tails > 0)
+    mean = chunk_sum.astype(np.float64) / np.maximum(chunk_nonzero, 1).astype(np.float64)
+    # Each chunk's mean is spread over its bins, and the bins past the end get 1.0. A
+    # chunk of empty bins also gets 1.0, so that every divisor below is positive.
+    means = np.concatenate([np.where(mean > 0, mean, 1.0), np.ones((ends.size, 1))], axis=1)
+    lengths = np.concatenate([np.diff(edges, axis=1), (size - ends)[:, None]], axis=1)
+
+    counts_float = counts.astype(np.float64)[None, :]
+    bins = np.arange(size)[None, :]
+    result = np.empty(ends.size)
+    step = max(1, KL_BLOCK_ELEMENTS // size)
+    for start in range(0, ends.size, step):
+        block = slice(start, start + step)
+        block_ends = ends[block]
+        reference = np.where(bins < block_ends[:, None], counts_float, 0.0)
+        reference[rows[: block_ends.size], block_ends - 1] += tails[block]
+        nonzero = reference > 0
+        spread = np.repeat(means[block].ravel(), lengths[block].ravel())
+        expanded = spread.reshape(reference.shape)
+        # Empty bins get the ratio 1, so their term is 0 * log(1) = 0.
+        terms = np.where(nonzero, reference, expanded)
+        terms /= expanded
+        np.log(terms, out=terms)
+        terms *= reference
+        result[block] = terms.sum(axis=1)
+    result /= np.float64(total)
+    return result
 
 
 def _kl_divergence(counts: np.ndarray, end: int, levels: int) -> float:
