@@ -114,14 +114,33 @@ def _exponent_floor(low: float, high: float) -> int:
     return max(exponent - 24, MIN_EXPONENT)
 
 
-def bin_index(value: float, exponent: int) -> int:
-    """Return floor(value / 2**exponent), computed in float32 as the calibration graph does.
+def bin_indices(
+    values: Any, inverse_width: Any, scratch: Any = None, out: Any = None
+) -> Any:
+    """Return floor(values * inverse_width) as int64 for float32 values and 2**-k widths.
 
-    NOTE: a tiny negative value whose quotient underflows to zero, such as -1e-38 with bins
-    of width 2**24, lands in bin 0 instead of bin -1.
+    The float32 product is exact unless it underflows. A negative value whose product
+    underflows to zero, such as -1e-38 with bins of width 2**24, still gets bin -1.
+    Arrays shaped like the product, `scratch` (float32) and `out` (int64), receive the
+    temporary product and the result instead of new arrays.
     """
-    scaled = np.float32(value) * np.float32(2.0**-exponent)
-    return int(np.floor(scaled))
+    scaled = np.multiply(values, inverse_width, out=scratch)
+    if np.ndim(scaled) == 0:
+        return np.int64(np.floor(scaled)) - (scaled == 0 and values < 0)
+    # After the floor, a zero is either a value in [0, 1) or a negative underflow.
+    np.floor(scaled, out=scaled)
+    if out is None:
+        out = scaled.astype(np.int64)
+    else:
+        np.copyto(out, scaled, casting="unsafe")
+    zeros = np.flatnonzero(scaled == 0)
+    out.flat[zeros[np.broadcast_to(values, scaled.shape).flat[zeros] < 0]] = -1
+    return out
+
+
+def bin_index(value: float, exponent: int) -> int:
+    """Return floor(value / 2**exponent) for a float32 `value`, exactly."""
+    return int(bin_indices(np.float32(value), np.float32(2.0**-exponent)))
 
 
 def _span(low: float, high: float, exponent: int) -> int:
@@ -203,7 +222,7 @@ class Histogram:
         low, high = float(values.min()), float(values.max())
         exponent = canonical_exponent(low, high)
         inverse_width = np.float32(2.0**-exponent)
-        bins = np.floor(values * inverse_width).astype(np.int64)
+        bins = bin_indices(values, inverse_width)
         first = bin_index(low, exponent)
         counts = np.bincount(bins - first).astype(np.int64)
         return self.merge(Histogram(exponent, first, counts, low, high))

@@ -172,6 +172,8 @@ def _histogram_nodes(
     inverse_width = b.node(nodes, "Reciprocal", [width], "inv_width")
     first_bin = b.node(nodes, "Floor", [b.node(nodes, "Mul", [low, inverse_width], "lo")], "b")
     scaled = b.node(nodes, "Mul", [values, inverse_width], "scaled")
+    # NOTE: unlike `collectors.bin_index`, a tiny negative value whose product underflows
+    # to zero lands in bin 0 here instead of bin -1.
     bins = b.node(nodes, "Floor", [scaled], "bins")
     relative = b.node(nodes, "Sub", [bins, first_bin], "rel")
     # Clip after the cast: a NaN (whose statistics are discarded) casts to some integer,

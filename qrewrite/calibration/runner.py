@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 
 from qrewrite.calibration import graph
-from qrewrite.calibration.batch import batch_stats
+from qrewrite.calibration.batch import SmallTensorStats, batch_stats
 from qrewrite.calibration.collectors import ChannelPeaks, Histogram, MinMax
 from qrewrite.calibration.requests import RangeRequest
 from qrewrite.calibration.tensor_collector import TensorCollector, empty_collector
@@ -145,12 +145,10 @@ class StatsPlan:
 RAW_ELEMENTS = 4096
 RAW_MAX_ELEMENTS = 16 * RAW_ELEMENTS
 # Returned tensors of several samples are kept until they hold this many elements (8 MiB
-# of float32) and then reduced together, which merges each tensor's histogram once per
-# batch instead of once per sample. Merging is exact, so the result is the same.
+# of float32) and then added to the running statistics together, which costs a fixed
+# number of numpy calls per batch instead of per sample. Merging is exact, so the result
+# is the same.
 RAW_BUFFER_ELEMENTS = 2**21
-# The buffer is reduced in groups of tensors of about this many elements, which bounds
-# the temporary arrays of `batch.batch_stats`.
-RAW_REDUCE_ELEMENTS = 2**18
 
 
 class StatsRunner:
@@ -171,6 +169,7 @@ class StatsRunner:
         self.session: ort.InferenceSession | None = None
         self.pending: dict[str, list[np.ndarray]] = {}
         self.pending_elements = 0
+        self.small_stats = SmallTensorStats(())
 
     @classmethod
     def from_requests(
@@ -186,6 +185,9 @@ class StatsRunner:
         limit = RAW_ELEMENTS
         self.raw = {t for t in requested if sizes.get(t, limit + 1) <= limit}
         logger.debug("returning %d small tensors whole", len(self.raw))
+        per_sample = set(self.plan.per_sample_tensors)
+        buffered = [t for t in requested if t in self.raw and t not in per_sample]
+        self.small_stats = SmallTensorStats(buffered, self.plan.histogram_tensors)
 
     def _build(self) -> None:
         plan = self.plan
@@ -211,8 +213,8 @@ class StatsRunner:
         """Run one sample and return statistics of the tensors that are ready.
 
         Reduced tensors, per-sample tensors and channel peaks are always ready. Small
-        tensors returned whole wait in a buffer and come back, covering several samples,
-        when it is full or from `flush`.
+        tensors returned whole wait in a buffer, go into running statistics when it is
+        full, and come back, covering all samples, from `flush`.
         """
         if self.session is None:
             self._choose_raw(sample)
@@ -232,7 +234,7 @@ class StatsRunner:
                 self.pending.setdefault(tensor, []).append(array)
                 self.pending_elements += array.size
         if self.pending_elements >= RAW_BUFFER_ELEMENTS:
-            stats.update(self.flush())
+            self._reduce_pending()
 
         for tensor, peaks in peaks_by_tensor.items():
             collector = stats.get(tensor, TensorCollector())
@@ -245,20 +247,21 @@ class StatsRunner:
             self._build()
         return stats
 
-    def flush(self) -> dict[str, TensorCollector]:
-        """Return the statistics of the buffered tensors, over all their buffered samples."""
+    def _reduce_pending(self) -> None:
         pending, self.pending, self.pending_elements = self.pending, {}, 0
-        result: dict[str, TensorCollector] = {}
-        group: dict[str, np.ndarray] = {}
-        group_elements = 0
-        for tensor in list(pending):
-            parts = pending.pop(tensor)
-            group[tensor] = np.concatenate([array.ravel() for array in parts])
-            group_elements += group[tensor].size
-            if group_elements >= RAW_REDUCE_ELEMENTS:
-                result.update(self._reduce_whole(group))
-                group, group_elements = {}, 0
-        result.update(self._reduce_whole(group))
+        self.small_stats.update(pending)
+
+    def flush(self) -> dict[str, TensorCollector]:
+        """Return the statistics of the small tensors over the samples since the last flush."""
+        self._reduce_pending()
+        small_stats = self.small_stats
+        self.small_stats = SmallTensorStats(small_stats.tensors, self.plan.histogram_tensors)
+        result = {}
+        for tensor, (min_max, histogram) in zip(
+            small_stats.tensors, small_stats.results(), strict=True
+        ):
+            if min_max.count or min_max.nonfinite:
+                result[tensor] = TensorCollector(min_max, None, histogram)
         return result
 
     def _reduce_whole(self, arrays: Mapping[str, np.ndarray]) -> dict[str, TensorCollector]:

@@ -170,3 +170,45 @@ def test_vectorized_kl_equals_loop(counts, levels):
     ends = np.arange(levels, counts.size + 1, 7)
     expected = [_kl_divergence(counts, int(end), levels) for end in ends]
     np.testing.assert_allclose(kl_divergences(counts, ends, levels), expected, rtol=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(batches, min_size=2, max_size=2), min_size=1, max_size=5))
+def test_small_tensor_stats_over_updates(updates):
+    from qrewrite.calibration.batch import SmallTensorStats
+
+    stats = SmallTensorStats(["a", "b"], ["a"])
+    for first, second in updates:
+        stats.update({"a": [first, second], "b": [second]})
+    (a_min_max, a_histogram), (b_min_max, b_histogram) = stats.results()
+    a_batches = [batch for pair in updates for batch in pair]
+    b_batches = [pair[1] for pair in updates]
+    assert a_min_max == fold(MinMax(), a_batches)
+    assert a_histogram == fold(Histogram(), a_batches)
+    assert b_min_max == fold(MinMax(), b_batches)
+    assert b_histogram is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(scaled_batches, min_size=1, max_size=8))
+def test_small_tensor_stats_growing_range(batch_list):
+    from qrewrite.calibration.batch import SmallTensorStats
+
+    stats = SmallTensorStats(["a"], ["a"])
+    for batch in batch_list:
+        stats.update({"a": [batch]})
+    [(_, histogram)] = stats.results()
+    assert histogram == Histogram().update(np.concatenate(batch_list))
+
+
+def test_small_tensor_stats_widen_counts_near_int32_limit():
+    from qrewrite.calibration.batch import SmallTensorStats
+
+    stats = SmallTensorStats(["a"], ["a"])
+    stats.update({"a": [np.array([1.0, 2.0], np.float32)]})
+    assert stats.counts.dtype == np.int32
+    # Pretend that 2**31 values were counted already, as after many samples.
+    stats.count[0] = 2**31
+    stats.update({"a": [np.array([1.5], np.float32)]})
+    assert stats.counts.dtype == np.int64
+    assert stats.counts.sum() == 3
