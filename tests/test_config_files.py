@@ -11,6 +11,7 @@ import pytest
 from qrewrite.config import (
     CalibMethod,
     DataType,
+    Int4Spec,
     Int8Spec,
     Int16Spec,
     QConfig,
@@ -159,6 +160,7 @@ def test_spec_mapping_round_trip() -> None:
         UInt8Spec(symmetric=True, scale_type=ScaleType.PowerOf2),
         Int16Spec(quant_granularity=QuantGranularity.Channel),
         XInt8Spec(),
+        Int4Spec(quant_granularity=QuantGranularity.Group, group_size=32),
     ]
     for spec in specs:
         assert spec_from_mapping(spec_to_mapping(spec), "spec") == spec
@@ -171,6 +173,20 @@ def test_spec_mapping_writes_only_changes() -> None:
         "type": "Int8",
         "quant_granularity": "Channel",
     }
+
+
+def test_group_size_from_a_config_file(tmp_path: Path) -> None:
+    text = (
+        "[global_config.weight]\n"
+        'type = "Int4"\n'
+        'quant_granularity = "Group"\n'
+        "group_size = 64\n"
+    )
+    config = load_config_file(write(tmp_path / "config.toml", text))
+
+    assert config.global_config.weight == Int4Spec(
+        quant_granularity=QuantGranularity.Group, group_size=64
+    )
 
 
 def test_spec_mapping_float_is_none() -> None:

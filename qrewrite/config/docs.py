@@ -111,6 +111,7 @@ def render() -> str:
         "| `MinMax` |",
         f"| `quant_granularity` | {_choices(QuantGranularity, support.BUILT_GRANULARITIES)} "
         "| `Tensor` |",
+        "| `group_size` | a positive integer, required with `Group` (weights only) | None |",
         "",
         "Built spec classes: "
         + ", ".join(f"`{t.value}Spec`" for t in sorted(support.BUILT_DATA_TYPES, key=_order))

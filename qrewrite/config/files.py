@@ -62,7 +62,14 @@ QCONFIG_KEYS = (
     "use_external_data_format",
 )
 OPTIONS_TABLE = "options"
-SPEC_KEYS = ("type", "symmetric", "scale_type", "calibration_method", "quant_granularity")
+SPEC_KEYS = (
+    "type",
+    "symmetric",
+    "scale_type",
+    "calibration_method",
+    "quant_granularity",
+    "group_size",
+)
 LAYER_KEYS = ("activation", "weight")
 # Values that mean "leave in float" where TOML cannot write null.
 FLOAT_NAMES = ("float", "none")
@@ -246,6 +253,8 @@ def spec_from_mapping(
     fields: dict[str, Any] = {}
     if "symmetric" in value:
         fields["symmetric"] = value["symmetric"]
+    if "group_size" in value:
+        fields["group_size"] = value["group_size"]
     enum_keys = (
         ("scale_type", ScaleType),
         ("calibration_method", CalibMethod),
@@ -276,6 +285,8 @@ def spec_to_mapping(spec: QTensorConfig | None) -> dict[str, Any] | None:
         value = getattr(spec, key)
         if value != getattr(defaults, key):
             mapping[key] = value.value
+    if spec.group_size is not None:
+        mapping["group_size"] = spec.group_size
     return mapping
 
 
