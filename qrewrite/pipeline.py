@@ -404,11 +404,6 @@ def _removes_qdq_pairs(options: Any) -> bool:
 def build_stages(config: QConfig) -> list[Stage]:
     """Return the stage list for `config`, in order."""
     options = config.options
-    if options.MatMulNBitsParams and not options.UseMatMulNBits:
-        raise ConfigError(
-            "MatMulNBitsParams is set but UseMatMulNBits is False; set UseMatMulNBits=True "
-            "or leave MatMulNBitsParams out"
-        )
     stages: list[Stage] = [Stage("reject quantized input", reject_quantized_input)]
     if options.ConvertFP16ToFP32:
         stages.append(Stage("float16 to float32", float16_to_float32))

@@ -205,6 +205,11 @@ class QConfig:
             _check_npu_only_options(kwargs)
         if options.FixShapes is not None:
             parse_fixed_shapes(options.FixShapes)
+        if options.MatMulNBitsParams and not options.UseMatMulNBits:
+            raise ConfigError(
+                "MatMulNBitsParams is set but UseMatMulNBits is False; set UseMatMulNBits=True "
+                "or leave MatMulNBitsParams out"
+            )
         _check_providers(options.ExecutionProviders)
         if options.Int16Bias and kwargs.get("Int32Bias") is True:
             raise ConfigError("Int16Bias and Int32Bias are both True; set only one of them")
