@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from qrewrite.rules.activations import CONVERT_CLIP_TO_RELU, FUSE_GELU, REPLACE_CLIP6_RELU
+from qrewrite.rules.affine import FOLD_CONV_AFFINE
 from qrewrite.rules.batchnorm import CONVERT_BN_TO_CONV, FOLD_BATCH_NORM
 from qrewrite.rules.dpu import DPU_RULES
 from qrewrite.rules.initializers import copy_bias_init_rule, copy_shared_init_rule
@@ -43,6 +44,8 @@ def _stages(
     dpu: tuple[Any, ...],
 ) -> RuleSet:
     # Copies come first, so BatchNorm folding never meets a shared weight.
+    # FoldBatchNorm and FoldConvAffine share a stage, so Conv -> Mul -> BatchNormalization
+    # folds completely: once the Mul has folded, the BatchNormalization follows a Conv.
     # SplitLargeKernelPool runs after ReduceMean has become GlobalAveragePool.
     # The DPU rules run last: the device computes each pool of a split chain with that
     # pool's own multiplier, so ConvertAvgPoolToDPUVersion must see the split pools. Run
@@ -56,7 +59,7 @@ def builtin_rules() -> RuleSet:
     """Return every built-in rule with default parameters, in application order."""
     return _stages(
         (copy_shared_init_rule([]), copy_bias_init_rule([])),
-        (FOLD_BATCH_NORM,),
+        (FOLD_BATCH_NORM, FOLD_CONV_AFFINE),
         (CONVERT_BN_TO_CONV,),
         _FUSIONS,
         _CONVERSIONS,
@@ -92,7 +95,7 @@ def float_graph_rules(options: Any) -> RuleSet:
 
     return _stages(
         tuple(copies),
-        enabled((FOLD_BATCH_NORM,)),
+        enabled((FOLD_BATCH_NORM, FOLD_CONV_AFFINE)),
         enabled((CONVERT_BN_TO_CONV,)),
         enabled(_FUSIONS),
         enabled(_CONVERSIONS),

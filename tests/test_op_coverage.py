@@ -154,8 +154,9 @@ CASES = {
 }
 
 # FoldRelu merges a Relu after a Conv into the Conv's output range, so the Relu case
-# turns it off to check the Relu's own quantization.
-OPTIONS_BY_CASE = {"Relu": {"FoldRelu": False}}
+# turns it off to check the Relu's own quantization. FoldConvAffine would fold the
+# Div by a constant into the Conv before it.
+OPTIONS_BY_CASE = {"Relu": {"FoldRelu": False}, "Div": {"FoldConvAffine": False}}
 
 # Outputs that the test reads: Split feeds an Add whose output is the graph output.
 OUTPUTS = {"Split": ["z"]}

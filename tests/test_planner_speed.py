@@ -180,7 +180,8 @@ def test_fold_relu_fuses_conv_and_relu() -> None:
 
 
 def test_fold_clip_into_add() -> None:
-    quantized = quantize(add_clip_conv(), config())
+    # FoldConvAffine would fold the Add of 3 into the Conv bias and leave no Add.
+    quantized = quantize(add_clip_conv(), config(FoldConvAffine=False))
     graph = optimized(quantized)
 
     assert [node.op_type for node in consumers(quantized, "a1")] == ["Clip"]
@@ -225,11 +226,13 @@ def test_fold_relu_skips_shared_producer_output() -> None:
 
 
 # KeepSlowOpsFloat
+# These models divide a Conv output by a constant, which FoldConvAffine folds into the
+# Conv. The tests that need the Div turn the rule off.
 
 
 def test_max_pool_away_from_convs_runs_float() -> None:
     model = max_pool_model(between_convs=False)
-    quantized = quantize(model, config())
+    quantized = quantize(model, config(FoldConvAffine=False))
     graph = optimized(quantized)
 
     pool = nodes_of(quantized, "MaxPool")[0]
@@ -260,7 +263,8 @@ def test_max_pool_between_convs_stays_integer() -> None:
 
 
 def test_max_pool_note_in_summary(capsys: pytest.CaptureFixture[str]) -> None:
-    quantize(max_pool_model(between_convs=False), recommended_config(LogSeverityLevel=3))
+    summary_config = recommended_config(LogSeverityLevel=3, FoldConvAffine=False)
+    quantize(max_pool_model(between_convs=False), summary_config)
 
     out = capsys.readouterr().out
     assert "KeepSlowOpsFloat: 1 MaxPool node(s) run in float" in out
@@ -268,7 +272,7 @@ def test_max_pool_note_in_summary(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_depthwise_after_div_runs_float() -> None:
     model = depthwise_after_div()
-    quantized = quantize(model, config())
+    quantized = quantize(model, config(FoldConvAffine=False))
     graph = optimized(quantized)
 
     depthwise = next(node for node in quantized.graph.node if node.name == "depthwise")
@@ -282,7 +286,7 @@ def test_depthwise_after_div_runs_float() -> None:
 
 
 def test_depthwise_weights_listed_float(capsys: pytest.CaptureFixture[str]) -> None:
-    quantize(depthwise_after_div(), recommended_config(LogSeverityLevel=3))
+    quantize(depthwise_after_div(), recommended_config(LogSeverityLevel=3, FoldConvAffine=False))
 
     out = capsys.readouterr().out
     assert "dw: KeepSlowOpsFloat: weights of the depthwise Conv 'depthwise'" in out

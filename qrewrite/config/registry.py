@@ -196,6 +196,14 @@ _RULES = [
         group="rules",
     ),
     _opt(
+        "FoldConvAffine",
+        t.BOOL,
+        True,
+        "Fold a Mul, Add, Sub or Div by a constant with one value per output channel into "
+        "the weight and bias of the Conv, ConvTranspose, Gemm or MatMul before it.",
+        group="rules",
+    ),
+    _opt(
         "ConvertBNToConv",
         t.BOOL,
         False,

@@ -144,7 +144,12 @@ def test_constant_value_rejects_graph_input():
 def test_options_select_rules():
     defaults = float_graph_rules(ExtraOptions.from_kwargs({}))
     assert defaults.names == (
-        "FuseGelu", "FuseLayerNorm", "FuseInstanceNorm", "FuseL2Norm", "FoldBatchNorm"
+        "FuseGelu",
+        "FuseLayerNorm",
+        "FuseInstanceNorm",
+        "FuseL2Norm",
+        "FoldBatchNorm",
+        "FoldConvAffine",
     )
     chosen = float_graph_rules(
         ExtraOptions.from_kwargs(

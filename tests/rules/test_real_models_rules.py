@@ -16,8 +16,8 @@ from qrewrite.rewrite import apply_rules
 
 # Model file, its input shape for the test, and the rules expected to fire on it.
 _MODELS = [
-    ("ch_PP-OCRv4_det_infer.onnx", [1, 3, 64, 64], {"FoldBatchNorm", "ConvertBNToConv"}),
-    ("ch_PP-OCRv4_rec_infer.onnx", [1, 3, 48, 96], {"FoldBatchNorm"}),
+    ("ch_PP-OCRv4_det_infer.onnx", [1, 3, 64, 64], {"FoldBatchNorm", "FoldConvAffine"}),
+    ("ch_PP-OCRv4_rec_infer.onnx", [1, 3, 48, 96], {"FoldBatchNorm", "FoldConvAffine"}),
     ("ch_ppocr_mobile_v2.0_cls_infer.onnx", [1, 3, 48, 192], {"FoldBatchNorm"}),
 ]
 
