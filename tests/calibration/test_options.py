@@ -179,3 +179,26 @@ def test_buffered_small_tensors_give_same_ranges(monkeypatch):
     monkeypatch.setattr(runner, "RAW_BUFFER_ELEMENTS", 500)
     buffered = calibrate(relu_chain(), REQUESTS, data, options())
     assert buffered == unbuffered
+
+
+def test_buffer_sample_bound_gives_same_ranges(monkeypatch):
+    from qrewrite.calibration import runner
+
+    data = samples(count=7)
+    unbuffered = calibrate(relu_chain(), REQUESTS, data, options())
+    monkeypatch.setattr(runner, "RAW_BUFFER_SAMPLES", 2)
+    buffered = calibrate(relu_chain(), REQUESTS, data, options())
+    assert buffered == unbuffered
+
+
+def test_buffered_small_tensors_are_copies(small_tensor_path):
+    if small_tensor_path == "graph":
+        pytest.skip("every tensor is reduced in the graph")
+    requests = {t: RangeRequest(CalibMethod.Percentile) for t in ("x", "doubled", "y")}
+    runner = StatsRunner.from_requests(relu_chain(), requests, options())
+    runner.run({"x": np.ones((3, 4), np.float32)})
+    assert runner.pending
+    for parts in runner.pending.values():
+        for part in parts:
+            # A view of qrewrite's own copy, not of onnxruntime's output memory.
+            assert isinstance(part.base, np.ndarray)
