@@ -5,8 +5,8 @@ stages of a config with `[stage.name for stage in build_stages(config)]`, or pas
 own list to `run_stages`.
 
 load -> remove input initializers -> simplify -> convert opset -> float-graph rules ->
-prepare (names, shapes) -> select -> calibrate -> plan -> refine bias -> materialize
--> verify -> save
+cross-layer equalization -> prepare (names, shapes) -> select -> calibrate -> plan ->
+refine bias -> materialize -> verify -> save
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime.capi.onnxruntime_pybind11_state as ort_errors
 
-from qrewrite.config import CalibMethod, DataType, QConfig, QTensorConfig, ScaleType
+from qrewrite.config import CalibMethod, CLEConfig, DataType, QConfig, QTensorConfig, ScaleType
 from qrewrite.errors import CalibrationDataError, ConfigError, ModelInputError
 from qrewrite.evaluation import evaluate_with_options, evaluation_source
 from qrewrite.model.fixed_shapes import fix_shapes, parse_fixed_shapes
@@ -174,6 +174,20 @@ def apply_float_rules(state: State) -> State:
     if simulating:
         notes += _unsimulated_notes(result.rules)
     return attrs.evolve(state, proto=result.model, notes=tuple(notes))
+
+
+def equalize_cross_layer(state: State) -> State:
+    """Rescale the channels of consecutive layers (CLEConfig in algo_config)."""
+    from qrewrite.algorithms.cle import equalize
+
+    model = ir.from_proto(state.proto)
+    notes = list(state.notes)
+    for algorithm in state.config.algo_config:
+        if isinstance(algorithm, CLEConfig):
+            result = equalize(model, algorithm)
+            model = result.model
+            notes.append(result.summary_line())
+    return attrs.evolve(state, proto=ir.to_proto(model), notes=tuple(notes))
 
 
 def _unsimulated_notes(reports: Mapping[str, Any]) -> list[str]:
@@ -420,6 +434,8 @@ def build_stages(config: QConfig) -> list[Stage]:
     stages.append(Stage("convert opset", convert_to_target_opset))
     if len(float_graph_rules(options)) > 0:
         stages.append(Stage("float-graph rules", apply_float_rules))
+    if any(isinstance(algorithm, CLEConfig) for algorithm in config.algo_config):
+        stages.append(Stage("cross-layer equalization", equalize_cross_layer))
     if options.UseMatMulNBits:
         # Weight-only and data-free: no selection, calibration or Q/DQ nodes.
         return [*stages, Stage("prepare", prepare), Stage("MatMulNBits", write_matmul_nbits)]

@@ -159,8 +159,8 @@ def test_exclude_rejects_bad_regex() -> None:
 
 
 def test_algorithms_not_built() -> None:
-    with pytest.raises(NotImplementedError, match="CLEConfig"):
-        QConfig(algo_config=[qrewrite.CLEConfig()])
+    with pytest.raises(NotImplementedError, match="AdaRoundConfig"):
+        QConfig(algo_config=[qrewrite.AdaRoundConfig()])
 
 
 def test_unavailable_provider_rejected() -> None:

@@ -329,8 +329,8 @@ def test_unbuilt_type_raises_not_built() -> None:
 
 
 def test_unbuilt_algorithm_raises_not_built() -> None:
-    with pytest.raises(NotBuiltError, match="CLEConfig"):
-        config_from_mapping({"algo_config": [{"type": "CLE", "cle_steps": 2}]})
+    with pytest.raises(NotBuiltError, match="AdaRoundConfig"):
+        config_from_mapping({"algo_config": [{"type": "AdaRound", "num_iterations": 2}]})
 
 
 def test_unknown_algorithm_type() -> None:

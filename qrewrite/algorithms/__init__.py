@@ -1,1 +1,1 @@
-"""Weight algorithms (CLE, AdaRound, AdaQuant, GPTQ, HQQ); none is built yet."""
+"""Weight algorithms. Only cross-layer equalization (cle.py) is built so far."""

@@ -1,8 +1,8 @@
 """Configs of the weight algorithms that `QConfig.algo_config` lists.
 
-None of these algorithms is built yet: `QConfig` raises `NotBuiltError` naming the
-class when `algo_config` contains one. The classes exist so that configs written for the
-full option surface import and validate their fields.
+Only CLEConfig is built (qrewrite/algorithms/cle.py). For the others, `QConfig` raises
+`NotBuiltError` naming the class when `algo_config` contains one. Those classes exist so
+that configs written for the full option surface import and validate their fields.
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ class AlgoConfig:
 
 @attrs.frozen
 class CLEConfig(AlgoConfig):
-    """Cross-layer equalization: rescale consecutive layers' channels to even out weights."""
+    """Cross-layer equalization: rescale consecutive layers' channels to even out weights.
+
+    `cle_steps` is the number of sweeps over all layer pairs. With
+    `cle_scale_append_bias`, the first layer's bias counts toward its channel ranges, so
+    a channel's bias is never scaled above the balanced weight range.
+    """
 
     cle_steps: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     cle_scale_append_bias: bool = True

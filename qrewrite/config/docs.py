@@ -53,7 +53,8 @@ _PARAMETERS = [
         "algo_config",
         "list of algorithm configs",
         "None",
-        "Weight algorithms such as CLEConfig or AdaRoundConfig. None is built yet.",
+        "Weight algorithms. Only CLEConfig (cross-layer equalization) is built; the others "
+        "raise NotBuiltError.",
     ),
     (
         "use_external_data_format",

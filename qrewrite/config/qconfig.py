@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from qrewrite.config.algorithms import AlgoConfig
+from qrewrite.config.algorithms import AlgoConfig, CLEConfig
 from qrewrite.config.data_types import DataType
 from qrewrite.config.enums import QuantGranularity, ScaleType
 from qrewrite.config.extra_options import ExtraOptions
@@ -95,7 +95,8 @@ def _algorithms(value: Any) -> tuple[AlgoConfig, ...]:
     for algorithm in value:
         if not isinstance(algorithm, AlgoConfig):
             raise ConfigError(f"algo_config entry {algorithm!r} is not an algorithm config")
-        raise NotBuiltError(f"algo_config {type(algorithm).__name__} is not built yet")
+        if not isinstance(algorithm, CLEConfig):
+            raise NotBuiltError(f"algo_config {type(algorithm).__name__} is not built yet")
     return tuple(value)
 
 
