@@ -90,7 +90,7 @@ class SmallTensorStats:
         chunk: list[tuple[int, int, Sequence[np.ndarray]]] = []
         elements = histograms = 0
         for tensor, parts in arrays.items():
-            size = sum(np.size(part) for part in parts)
+            size = sum(part.size for part in parts)
             if not size:
                 continue
             i = self.index[tensor]
@@ -118,7 +118,7 @@ class SmallTensorStats:
     def _update_chunk(self, chunk: list[tuple[int, int, Sequence[np.ndarray]]]) -> None:
         indices = np.array([i for i, _, _ in chunk], np.int64)
         sizes = np.array([size for _, size, _ in chunk], np.int64)
-        flats = [np.ravel(part) for _, _, parts in chunk for part in parts]
+        flats = [part.reshape(-1) for _, _, parts in chunk for part in parts]
         # The unsafe cast converts any numeric dtype, as np.asarray(x, np.float32) does.
         values = self._scratch("values", int(sizes.sum()), np.float32)
         np.concatenate(flats, out=values, casting="unsafe")

@@ -134,7 +134,11 @@ def bin_indices(
     else:
         np.copyto(out, scaled, casting="unsafe")
     zeros = np.flatnonzero(scaled == 0)
-    out.flat[zeros[np.broadcast_to(values, scaled.shape).flat[zeros] < 0]] = -1
+    if zeros.size:
+        source = values
+        if np.shape(values) != scaled.shape:
+            source = np.broadcast_to(values, scaled.shape)
+        out.flat[zeros[source.flat[zeros] < 0]] = -1
     return out
 
 

@@ -327,7 +327,7 @@ def _copy_out(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """
     if not arrays:
         return {}
-    block = np.concatenate([np.ravel(array) for array in arrays.values()])
+    block = np.concatenate([array.reshape(-1) for array in arrays.values()])
     views = {}
     start = 0
     for tensor, array in arrays.items():
