@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import helper
 
-from qrewrite import ModelQuantizer, QConfig
+from qrewrite import HQQConfig, ModelQuantizer, QConfig
 from qrewrite.errors import ConfigError, NotBuiltError
 from qrewrite.pipeline import build_stages
 from qrewrite.quantization.matmul_nbits import NBitsSettings, dequantize_weight, quantize_weight
@@ -278,3 +278,40 @@ def test_matmul_nbits_output_is_byte_identical(params) -> None:
     second = _quantize(_model(_weight()), **params)
 
     assert first.SerializeToString() == second.SerializeToString()
+
+
+def test_hqq_algo_config_is_matmul_nbits_with_hqq() -> None:
+    model = _model(_weight())
+    from_algorithm = QConfig(algo_config=[HQQConfig(group_size=32)], PrintSummary=False)
+    from_options = QConfig(
+        UseMatMulNBits=True,
+        MatMulNBitsParams={"Algorithm": "HQQ", "GroupSize": 32},
+        PrintSummary=False,
+    )
+
+    first = ModelQuantizer(from_algorithm).quantize_model(model, None, _feeds())
+    second = ModelQuantizer(from_options).quantize_model(model, None, _feeds())
+
+    assert nodes_of(first, "MatMulNBits")
+    assert first.SerializeToString() == second.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"algo_config": [HQQConfig(bits=3)]}, NotBuiltError, "bits=3"),
+        (
+            {
+                "algo_config": [HQQConfig()],
+                "UseMatMulNBits": True,
+                "MatMulNBitsParams": {"Algorithm": "DEFAULT"},
+            },
+            ConfigError,
+            "keep one of them",
+        ),
+        ({"algo_config": [HQQConfig()], "UseMatMulNBits": False}, ConfigError, "UseMatMulNBits"),
+    ],
+)
+def test_hqq_algo_config_conflicts(arguments, error, message) -> None:
+    with pytest.raises(error, match=message):
+        QConfig(**arguments)

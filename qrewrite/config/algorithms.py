@@ -1,6 +1,7 @@
 """Configs of the weight algorithms that `QConfig.algo_config` lists.
 
-Only CLEConfig is built (qrewrite/algorithms/cle.py). For the others, `QConfig` raises
+CLEConfig (qrewrite/algorithms/cle.py) and HQQConfig (4-bit MatMulNBits weights, see
+qrewrite/quantization/matmul_nbits.py) are built. For the others, `QConfig` raises
 `NotBuiltError` naming the class when `algo_config` contains one. Those classes exist so
 that configs written for the full option surface import and validate their fields.
 """
@@ -56,7 +57,11 @@ class GPTQConfig(AlgoConfig):
 
 @attrs.frozen
 class HQQConfig(AlgoConfig):
-    """Half-quadratic quantization of MatMul weights, without calibration data."""
+    """Half-quadratic quantization of MatMul weights, without calibration data.
+
+    QConfig turns it into UseMatMulNBits with MatMulNBitsParams Algorithm "HQQ" and this
+    group size; only bits=4 is built, because MatMulNBits runs 4-bit weights.
+    """
 
     group_size: int = attrs.field(default=128, validator=attrs.validators.ge(1))
     bits: int = attrs.field(default=4, validator=attrs.validators.in_((2, 3, 4, 8)))

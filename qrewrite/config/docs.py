@@ -53,8 +53,9 @@ _PARAMETERS = [
         "algo_config",
         "list of algorithm configs",
         "None",
-        "Weight algorithms. Only CLEConfig (cross-layer equalization) is built; the others "
-        "raise NotBuiltError.",
+        "Weight algorithms. CLEConfig (cross-layer equalization) and HQQConfig (4-bit "
+        "MatMulNBits weights by HQQ, the same as UseMatMulNBits with Algorithm \"HQQ\") "
+        "are built; the others raise NotBuiltError.",
     ),
     (
         "use_external_data_format",

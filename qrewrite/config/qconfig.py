@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from qrewrite.config.algorithms import AlgoConfig, CLEConfig
+from qrewrite.config.algorithms import AlgoConfig, CLEConfig, HQQConfig
 from qrewrite.config.data_types import DataType
 from qrewrite.config.enums import QuantGranularity, ScaleType
 from qrewrite.config.extra_options import ExtraOptions
@@ -95,9 +95,44 @@ def _algorithms(value: Any) -> tuple[AlgoConfig, ...]:
     for algorithm in value:
         if not isinstance(algorithm, AlgoConfig):
             raise ConfigError(f"algo_config entry {algorithm!r} is not an algorithm config")
-        if not isinstance(algorithm, CLEConfig):
+        if not isinstance(algorithm, (CLEConfig, HQQConfig)):
             raise NotBuiltError(f"algo_config {type(algorithm).__name__} is not built yet")
+        if isinstance(algorithm, HQQConfig) and algorithm.bits != 4:
+            raise NotBuiltError(
+                f"HQQConfig(bits={algorithm.bits}) is not built yet: onnxruntime's MatMulNBits "
+                "runs 4-bit weights only; use bits=4"
+            )
+    if sum(isinstance(algorithm, HQQConfig) for algorithm in value) > 1:
+        raise ConfigError("algo_config lists HQQConfig more than once; keep one")
     return tuple(value)
+
+
+def _with_hqq_options(algorithms: tuple[AlgoConfig, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Turn an HQQConfig into UseMatMulNBits with Algorithm "HQQ" and its group size.
+
+    HQQConfig is the algorithm-list spelling of MatMulNBits with the HQQ algorithm; other
+    MatMulNBitsParams keys (Symmetric, AccuracyLevel) still apply.
+    """
+    hqq = next((a for a in algorithms if isinstance(a, HQQConfig)), None)
+    if hqq is None:
+        return kwargs
+    if kwargs.get("UseMatMulNBits") is False:
+        raise ConfigError(
+            "algo_config has HQQConfig, which needs UseMatMulNBits; drop UseMatMulNBits=False"
+        )
+    params = dict(kwargs.get("MatMulNBitsParams") or {})
+    if params.get("Algorithm", "HQQ") != "HQQ":
+        raise ConfigError(
+            f"algo_config has HQQConfig but MatMulNBitsParams asks for Algorithm "
+            f"{params['Algorithm']!r}; keep one of them"
+        )
+    if params.get("GroupSize", hqq.group_size) != hqq.group_size:
+        raise ConfigError(
+            f"HQQConfig(group_size={hqq.group_size}) and MatMulNBitsParams GroupSize "
+            f"{params['GroupSize']} disagree; keep one of them"
+        )
+    params.update(Algorithm="HQQ", GroupSize=hqq.group_size, Bits=hqq.bits)
+    return {**kwargs, "UseMatMulNBits": True, "MatMulNBitsParams": params}
 
 
 def _check_providers(providers: tuple[str, ...]) -> None:
@@ -185,13 +220,11 @@ class QConfig:
         use_external_data_format: bool = False,
         **kwargs: Any,
     ) -> None:
+        algorithms = _algorithms(algo_config)
+        kwargs = _with_hqq_options(algorithms, kwargs)
         options = ExtraOptions.from_kwargs(kwargs)
         if global_config is None:
-            global_config = (
-                npu_cnn_layer_config()
-                if options.enable_npu_cnn
-                else QLayerConfig()
-            )
+            global_config = npu_cnn_layer_config() if options.enable_npu_cnn else QLayerConfig()
         if not isinstance(global_config, QLayerConfig):
             raise ConfigError(
                 f"global_config must be a QLayerConfig, got {type(global_config).__name__}"
@@ -222,7 +255,7 @@ class QConfig:
             ),
             layer_type_config=_layer_map(layer_type_config, "layer_type_config", allow_none=True),
             exclude=_exclude(exclude),
-            algo_config=_algorithms(algo_config),
+            algo_config=algorithms,
             use_external_data_format=use_external_data_format,
             options=options,
         )
