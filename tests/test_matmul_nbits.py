@@ -82,11 +82,13 @@ def _reference(weight: np.ndarray, block: int, symmetric: bool):
             values = weight[b * block : (b + 1) * block, column].astype(np.float64)
             low, high = min(values.min(), 0.0), max(values.max(), 0.0)
             if symmetric:
-                scale, zero_point = max(-low, high) / 7, 8
+                # The largest-magnitude value lands on code 0, -8 steps from the zero point.
+                extreme = values[np.abs(values).argmax()]
+                scale, zero_point = extreme / -8, 8
             else:
                 scale = (high - low) / 15
                 zero_point = int(np.clip(np.rint(-low / scale), 0, 15)) if scale > 0 else 0
-            scale = np.float32(scale if scale > 0 else 1.0)
+            scale = np.float32(scale if scale != 0 else 1.0)
             q = np.clip(np.rint(values / np.float64(scale)) + zero_point, 0, 15)
             codes[column, b, : len(values)] = q
             codes[column, b, len(values) :] = zero_point
@@ -215,7 +217,9 @@ def test_hqq_lowers_error_on_random_weight(symmetric) -> None:
         restored = dequantize_weight(quantize_weight(weight, nbits), 256)
         errors[algorithm] = float(np.mean(np.abs(restored - weight)))
 
-    assert errors["HQQ"] < 0.97 * errors["DEFAULT"]
+    # Symmetric blocks start from all 16 codes, which leaves HQQ less to gain there.
+    margin = 0.99 if symmetric else 0.97
+    assert errors["HQQ"] < margin * errors["DEFAULT"]
 
 
 @pytest.mark.parametrize("params", [{}, {"Symmetric": False}, {"Algorithm": "HQQ"}])
