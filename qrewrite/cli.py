@@ -14,13 +14,13 @@ import argparse
 import copy
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from qrewrite import __version__
 from qrewrite.config import CalibMethod, QConfig, QLayerConfig, ScaleType
 from qrewrite.config.files import config_from_mapping, read_config_file, spec_to_mapping
-from qrewrite.errors import QrewriteError
+from qrewrite.errors import MissingCalibrationDataError, QrewriteError
 from qrewrite.recommended import TARGETS, recommended_layer_config
 
 EXIT_OK = 0
@@ -202,6 +202,12 @@ def _add_quantize_arguments(parser: argparse.ArgumentParser) -> None:
         help="JSON or TOML file with any QConfig field and extra option",
     )
     other.add_argument(
+        "--eval-data",
+        metavar="PATH",
+        help="samples in the --calibration-data formats to compare the quantized model with "
+        "the float one on (turns on EvalMetrics: cosine and L2 of every output in the summary)",
+    )
+    other.add_argument(
         "--exclude",
         action="append",
         default=[],
@@ -273,17 +279,20 @@ def _split_entry(entry: str, flag: str, example: str) -> tuple[str, list[str]]:
     return name, values.split(",")
 
 
-def build_config(args: argparse.Namespace) -> QConfig:
-    """Build the QConfig of `qrewrite quantize` from --config and the flags.
+def build_config(args: argparse.Namespace, options: Mapping[str, Any] | None = None) -> QConfig:
+    """Build the QConfig of `qrewrite quantize` from --config, the flags and `options`.
 
     The config file is validated alone first, so an error in it names the file. The
-    flags then override the file's values.
+    flags then override the file's values, and `options` (extra options that need
+    Python objects, such as EvalDataReader) override both.
     """
     data: dict[str, Any] = {}
     if args.config is not None:
         data = read_config_file(args.config)
         config_from_mapping(data, source=args.config)
     merged = apply_flags(data, args)
+    for name, value in (options or {}).items():
+        _set_option(merged, name, value)
     return config_from_mapping(merged)
 
 
@@ -426,13 +435,18 @@ def run_quantize(args: argparse.Namespace) -> int:
     reader = None
     if args.calibration_data is not None:
         reader = read_calibration_data(args.calibration_data, model_file.input_names)
-    elif not config.options.UseRandomData and not config.options.WeightsOnly:
+    if args.eval_data is not None:
+        evaluation = read_calibration_data(args.eval_data, model_file.input_names)
+        config = build_config(args, {"EvalMetrics": True, "EvalDataReader": evaluation})
+
+    # Weight-only configs need no samples; the pipeline says when a config does.
+    try:
+        ModelQuantizer(config).quantize_model(args.input, args.output, reader)
+    except MissingCalibrationDataError:
         raise UsageError(
             "no calibration data: give --calibration-data PATH (a .npz file or a folder) or "
             "--random-data"
-        )
-
-    ModelQuantizer(config).quantize_model(args.input, args.output, reader)
+        ) from None
     if not args.quiet:
         print(f"Quantized model written to {args.output}")
     return EXIT_OK

@@ -23,6 +23,10 @@ class CalibrationDataError(QrewriteError, ValueError):
     """Calibration samples are missing, empty, or do not fit the model's inputs."""
 
 
+class MissingCalibrationDataError(CalibrationDataError):
+    """The config needs calibration samples, and neither a reader nor random data was given."""
+
+
 class NotBuiltError(QrewriteError, NotImplementedError):
     """A documented option or value whose feature qrewrite does not implement yet."""
 

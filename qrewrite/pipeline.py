@@ -294,6 +294,7 @@ def calibrate_ranges(state: State) -> State:
     from qrewrite.calibration.channel_peaks import channel_peak_ranks
     from qrewrite.calibration.engine import calibrate_with_channel_peaks
     from qrewrite.calibration.figures import histogram_folder_for
+    from qrewrite.calibration.samples import require_samples
 
     assert state.model is not None
     assert state.selection is not None
@@ -302,11 +303,16 @@ def calibrate_ranges(state: State) -> State:
         for tensor, spec in calibration_specs(state.selection, state.model.graph).items()
     }
     proto = ir.to_proto(state.model)
-    samples: Iterator[Mapping[str, Any]] = samples_from(state.reader, proto, state.config.options)
+    options = state.config.options
     if not requests:
-        # Still read one sample, so a missing or broken reader is reported.
-        next(iter(samples), None)
+        # Nothing to calibrate. A reader that was given is still read once, so a broken
+        # one is reported; without one, weight-only configs need no samples.
+        if state.reader is not None or options.UseRandomData:
+            next(iter(samples_from(state.reader, proto, options)), None)
         return attrs.evolve(state, ranges={})
+    # Checked before the progress bar starts, so the error is the only output.
+    require_samples(state.reader, options)
+    samples: Iterator[Mapping[str, Any]] = samples_from(state.reader, proto, options)
     histogram_folder = None
     if state.config.options.SaveTensorHistFig and state.output_path is not None:
         histogram_folder = histogram_folder_for(os.fspath(state.output_path))

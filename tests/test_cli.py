@@ -288,10 +288,7 @@ def test_external_data_outside_exits_2(
 
 
 def test_no_calibration_data_exits_2(
-    capsys: pytest.CaptureFixture[str],
-    model_path: Path,
-    out_folder: Path,
-    calls: list[dict[str, Any]],
+    capsys: pytest.CaptureFixture[str], model_path: Path, out_folder: Path
 ) -> None:
     code, _, err = run_cli(capsys, "quantize", model_path, out_folder / "out.onnx")
 
@@ -299,7 +296,48 @@ def test_no_calibration_data_exits_2(
     line = assert_one_error_line(err)
     assert "--calibration-data" in line
     assert "--random-data" in line
-    assert calls == []
+    assert not (out_folder / "out.onnx").exists()
+
+
+def test_weight_only_config_needs_no_data(
+    capsys: pytest.CaptureFixture[str], model_path: Path, out_folder: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "weights.toml"
+    config.write_text('[global_config]\nactivation = "float"\n')
+
+    code, _, err = run_cli(
+        capsys, "quantize", model_path, out_folder / "out.onnx", "--config", config
+    )
+
+    assert code == EXIT_OK, err
+    quantized = onnx.load(out_folder / "out.onnx")
+    assert any(node.op_type == "DequantizeLinear" for node in quantized.graph.node)
+
+
+def test_eval_data_reports_metrics(
+    capsys: pytest.CaptureFixture[str], model_path: Path, out_folder: Path, tmp_path: Path
+) -> None:
+    model = onnx.load(model_path)
+    name = model.graph.input[0].name
+    dims = [d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    rng = np.random.default_rng(3)
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, **{f"{name}/{i}": rng.normal(size=dims).astype(np.float32) for i in range(3)})
+
+    code, out, err = run_cli(
+        capsys,
+        "quantize",
+        model_path,
+        out_folder / "out.onnx",
+        "--calibration-data",
+        samples,
+        "--eval-data",
+        samples,
+    )
+
+    assert code == EXIT_OK, err
+    assert "EvalMetrics" in out
+    assert "over 3 sample(s)" in out
 
 
 # Config files on the command line

@@ -7,7 +7,7 @@ import pytest
 from onnx import helper
 
 from qrewrite import Int4Spec, ModelQuantizer, QConfig, QLayerConfig
-from qrewrite.errors import CalibrationDataError
+from qrewrite.errors import CalibrationDataError, ConfigError
 from tests.qmodels import make_model, run, samples, tensor
 
 FEEDS = samples({"x": [2, 8]}, 6)
@@ -75,3 +75,8 @@ def test_bad_eval_samples_leave_no_output(tmp_path) -> None:
     with pytest.raises(CalibrationDataError, match="x"):
         ModelQuantizer(config).quantize_model(_model(), output, FEEDS)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_path_as_eval_reader_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="--eval-data"):
+        QConfig(EvalMetrics=True, EvalDataReader="samples.npz")

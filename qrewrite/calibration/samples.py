@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 import onnx
 
-from qrewrite.errors import CalibrationDataError
+from qrewrite.errors import CalibrationDataError, MissingCalibrationDataError
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +174,15 @@ def random_samples(model: onnx.ModelProto, options: Any) -> Iterator[dict[str, n
         yield {spec.name: _random_array(spec, shapes[spec.name], options, rng) for spec in inputs}
 
 
+def require_samples(reader: Any, options: Any) -> None:
+    """Raise MissingCalibrationDataError when there is no reader and no random data."""
+    if reader is None and not options.UseRandomData:
+        raise MissingCalibrationDataError(
+            "no calibration data: pass a calibration data reader, or set "
+            "UseRandomData=True to calibrate on random data"
+        )
+
+
 def samples_from(
     reader: Any, model: onnx.ModelProto, options: Any
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -185,11 +194,7 @@ def samples_from(
     in an input, and when the reader yields no sample at all.
     """
     if reader is None:
-        if not options.UseRandomData:
-            raise CalibrationDataError(
-                "no calibration data: pass a calibration data reader, or set "
-                "UseRandomData=True to calibrate on random data"
-            )
+        require_samples(reader, options)
         source: Iterator[Any] = random_samples(model, options)
     else:
         source = _iterate_reader(reader)

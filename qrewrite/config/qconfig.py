@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -239,6 +240,12 @@ class QConfig:
             _check_npu_only_options(kwargs)
         if options.FixShapes is not None:
             parse_fixed_shapes(options.FixShapes)
+        if isinstance(options.EvalDataReader, (str, bytes, os.PathLike)):
+            raise ConfigError(
+                f"EvalDataReader must be samples (a list of dicts or a CalibrationDataReader), "
+                f"got the path {options.EvalDataReader!r}; on the command line use --eval-data "
+                "PATH"
+            )
         if options.MatMulNBitsParams and not options.UseMatMulNBits:
             raise ConfigError(
                 "MatMulNBitsParams is set but UseMatMulNBits is False; set UseMatMulNBits=True "
