@@ -505,7 +505,7 @@ def quantize(
         assert state.model is not None
         assert state.plan is not None
         proto = ir.to_proto(state.model)
-        notes = state.plan.selection.notes + state.notes
+        notes = state.plan.selection.notes + state.notes + _nothing_quantized_notes(state)
         if config.options.EvalMetrics:
             # Before saving, so bad evaluation samples leave no output file behind.
             reference = _float_reference(loaded.proto, config.options)
@@ -526,8 +526,40 @@ def quantize(
         summary = summarize(state.model, state.plan, size_before, proto.ByteSize(), notes)
         if config.options.PrintSummary and not config.options.CryptoMode:
             print(summary.format())
-        logger.info("quantized %d nodes", len(state.plan.selection.quantized_nodes))
+        selection = state.plan.selection
+        logger.info(
+            "quantized %d nodes, and weights of %d nodes inside If, Loop or Scan bodies",
+            len(selection.quantized_nodes),
+            len(selection.body_nodes),
+        )
         return proto
+
+
+def _body_weight_nodes(graph: ir.Graph) -> int:
+    """Count the nodes with a weight role inside If, Loop and Scan bodies of `graph`."""
+    count = 0
+    for node in ir.traversal.RecursiveGraphIterator(graph):
+        if node.graph is not graph and node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+            count += 1
+    return count
+
+
+def _nothing_quantized_notes(state: State) -> tuple[str, ...]:
+    """Warn when the run quantized nothing, and point to EnableSubgraph where it would help."""
+    assert state.model is not None
+    assert state.plan is not None
+    selection = state.plan.selection
+    if selection.quantized_nodes or selection.body_nodes or state.plan.params:
+        return ()
+    message = "nothing was quantized: no node of the main graph has a quantizable role"
+    in_bodies = 0 if state.config.options.EnableSubgraph else _body_weight_nodes(state.model.graph)
+    if in_bodies:
+        message += (
+            f"; {in_bodies} Conv, Gemm or MatMul node(s) sit inside If, Loop or Scan bodies, "
+            "which EnableSubgraph=True quantizes"
+        )
+    logger.warning("%s", message)
+    return (message,)
 
 
 __all__ = ["QuantizationSummary", "Stage", "State", "build_stages", "quantize", "run_stages"]

@@ -617,3 +617,14 @@ def test_silero_vad_speech_probabilities_close(tmp_path, sample_rate) -> None:
     agreement = float(np.mean((expected > 0.5) == (actual > 0.5)))
     assert agreement >= 0.95
     assert float(np.mean(np.abs(expected - actual))) < 0.03
+
+
+def test_run_that_quantizes_nothing_points_to_enable_subgraph(caplog) -> None:
+    model = loop_model()
+    with caplog.at_level("WARNING", logger="qrewrite.pipeline"):
+        quantized = quantize(model, loop_feeds(4))
+
+    assert not any(node.op_type == "DequantizeLinear" for node in quantized.graph.node)
+    messages = [record.getMessage() for record in caplog.records]
+    (warning,) = [message for message in messages if "nothing was quantized" in message]
+    assert "EnableSubgraph=True" in warning

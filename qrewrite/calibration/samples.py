@@ -167,6 +167,14 @@ def random_samples(model: onnx.ModelProto, options: Any) -> Iterator[dict[str, n
     RandomDataReaderInputDataRange, else [0, 1) for floats and the type's range for integers.
     """
     inputs = model_inputs(model)
+    names = [spec.name for spec in inputs]
+    for option in ("RandomDataReaderInputShape", "RandomDataReaderInputDataRange"):
+        unknown = sorted(set(getattr(options, option) or {}) - set(names))
+        if unknown:
+            raise CalibrationDataError(
+                f"{option} names {unknown}, which are not graph inputs; the model's inputs "
+                f"are {names}"
+            )
     shapes = {spec.name: _random_shape(spec, options) for spec in inputs}
     rng = np.random.default_rng(RANDOM_DATA_SEED)
     count = options.CalibDataSize or 1

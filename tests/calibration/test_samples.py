@@ -125,6 +125,17 @@ def test_random_data_dynamic_dim_needs_shape():
         list(samples_from(None, relu_chain(), options(UseRandomData=True)))
 
 
+@pytest.mark.parametrize(
+    "option", ["RandomDataReaderInputShape", "RandomDataReaderInputDataRange"]
+)
+def test_random_data_option_with_unknown_input(option):
+    given = {"RandomDataReaderInputShape": {"x": [3, 4]}}
+    given[option] = {**given.get(option, {}), "image": [3, 4] if "Shape" in option else [0, 1]}
+    config = options(UseRandomData=True, **given)
+    with pytest.raises(CalibrationDataError, match=r"names \['image'\], which are not graph"):
+        list(samples_from(None, relu_chain(), config))
+
+
 def test_random_shape_that_does_not_fit():
     config = options(UseRandomData=True, RandomDataReaderInputShape={"x": [3, 5]})
     with pytest.raises(CalibrationDataError, match="does not fit"):
