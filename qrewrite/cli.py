@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import signal
 import sys
 import traceback
 from collections.abc import Mapping, Sequence
@@ -460,8 +461,15 @@ def run_demo(args: argparse.Namespace) -> int:
     return int(run.main([]) or EXIT_OK)
 
 
+def _interrupt_on_terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with `argv` (sys.argv[1:] when None) and return the exit code."""
+    if argv is None:
+        # SIGTERM unwinds like Ctrl-C, so temporary folders and partial files are removed.
+        signal.signal(signal.SIGTERM, _interrupt_on_terminate)
     debug = False
     try:
         args = build_parser().parse_args(argv)

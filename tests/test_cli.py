@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -1045,3 +1049,37 @@ def test_calibration_error_is_user_error() -> None:
 
     assert issubclass(CalibrationDataError, QrewriteError)
     assert issubclass(ModelInputError, QrewriteError)
+
+
+def test_sigterm_leaves_no_temporary_folder(tmp_path: Path) -> None:
+    rapidocr = pytest.importorskip("rapidocr_onnxruntime")
+    model = Path(rapidocr.__file__).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(f'TmpDir = "{scratch}"\nCalibDataSize = 400\n')
+    command = [
+        sys.executable,
+        "-m",
+        "qrewrite.cli",
+        "quantize",
+        str(model),
+        str(tmp_path / "out.onnx"),
+        "--random-data",
+        "--input-shape",
+        "x=1,3,320,320",
+        "--config",
+        str(config),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any(scratch.iterdir()) and process.poll() is None:
+        assert time.monotonic() < deadline, "calibration never started"
+        time.sleep(0.05)
+
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+
+    assert process.returncode == EXIT_INTERRUPTED, err
+    assert list(scratch.iterdir()) == []
+    assert not (tmp_path / "out.onnx").exists()
