@@ -1,6 +1,6 @@
 """Time and memory of qrewrite calibration against onnxruntime.quantization's calibrators.
 
-Run as `python -m benchmarks.bench_calibration`; it took 13 minutes on a shared 2-core
+Run as `python -m benchmarks.bench_calibration`; it took 7 minutes on a shared 2-core
 machine. `--quick` uses fewer samples and does not write docs/benchmarks.md. Other load
 on the machine changes the times, so compare the ratios within one run.
 
