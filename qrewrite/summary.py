@@ -29,10 +29,11 @@ class QuantizationSummary:
         lines.append(f"{'op type':<24}{'quantized nodes':>16}")
         for op_type, count in self.quantized_op_types:
             lines.append(f"{op_type:<24}{count:>16}")
-        lines.append("")
-        lines.append(f"{'role':<12}{'data type':<12}{'tensors':>8}")
-        for role, data_type, count in self.tensors_by_type:
-            lines.append(f"{role:<12}{data_type:<12}{count:>8}")
+        if self.tensors_by_type:
+            lines.append("")
+            lines.append(f"{'role':<12}{'data type':<12}{'tensors':>8}")
+            for role, data_type, count in self.tensors_by_type:
+                lines.append(f"{role:<12}{data_type:<12}{count:>8}")
         lines.append("")
         ratio = self.size_after / self.size_before if self.size_before else 0.0
         lines.append(

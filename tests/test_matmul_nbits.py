@@ -319,3 +319,12 @@ def test_hqq_algo_config_is_matmul_nbits_with_hqq() -> None:
 def test_hqq_algo_config_conflicts(arguments, error, message) -> None:
     with pytest.raises(error, match=message):
         QConfig(**arguments)
+
+
+def test_summary_has_no_empty_type_table(capsys) -> None:
+    config = QConfig(UseMatMulNBits=True)
+    ModelQuantizer(config).quantize_model(_model(_weight()), None, None)
+
+    printed = capsys.readouterr().out
+    assert "MatMulNBits" in printed
+    assert "data type" not in printed

@@ -537,8 +537,9 @@ def _select_bodies(selector: _Selector, main_configs: dict[str, QLayerConfig | N
     quantized_bodies = set(selector.body_nodes)
     body_weights = sum(1 for node_key, _ in selector.input_uses if node_key in quantized_bodies)
     logger.info(
-        "EnableSubgraph: %d weight input(s) of %d node(s) in %d If/Loop/Scan bodies "
-        "quantized; %d body activation tensor(s) stay float",
+        "EnableSubgraph: quantized %d weight(s) of %d node(s) found in %d subgraph(s) (the "
+        "branches of If nodes and the bodies of Loop and Scan nodes); %d activation "
+        "tensor(s) inside them stay float",
         body_weights,
         len(selector.body_nodes),
         len(names.bodies),
