@@ -440,7 +440,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         evaluation = read_calibration_data(args.eval_data, model_file.input_names)
         config = build_config(args, {"EvalMetrics": True, "EvalDataReader": evaluation})
 
-    # Weight-only configs need no samples; the pipeline says when a config does.
+    # Weight-only configs need no samples; the pipeline raises when a config needs them.
     try:
         ModelQuantizer(config).quantize_model(args.input, args.output, reader)
     except MissingCalibrationDataError:

@@ -103,7 +103,7 @@ def nchw_to_nhwc(state: State) -> State:
 
 
 def _float_reference(proto: onnx.ModelProto, options: Any) -> onnx.ModelProto:
-    """The float model with the input changes of the options, for EvalMetrics."""
+    """Return the float model with the input changes of the options, for EvalMetrics."""
     if options.ConvertFP16ToFP32:
         proto = convert_float16_to_float32(proto)
     if options.ConvertNCHWToNHWC:
@@ -191,7 +191,7 @@ def equalize_cross_layer(state: State) -> State:
 
 
 def _unsimulated_notes(reports: Mapping[str, Any]) -> list[str]:
-    """One line per DPU rule that found its op but matched nothing, with its first reason."""
+    """Return a line per DPU rule that found its op but matched nothing, with its reason."""
     notes = []
     for rule in DPU_RULES:
         report = reports.get(rule.name)

@@ -101,8 +101,10 @@ def test_config_defaults_follow_enable_npu_cnn() -> None:
     config = QConfig(enable_npu_cnn=True)
     assert config.global_config == npu_cnn_layer_config()
     assert config.global_config.weight == XInt8Spec()
-    assert config.options.ConvertBNToConv and config.options.ConvertSplitToSlice
-    assert not config.options.Int32Bias and not config.options.PerChannelWeightsByDefault
+    assert config.options.ConvertBNToConv
+    assert config.options.ConvertSplitToSlice
+    assert not config.options.Int32Bias
+    assert not config.options.PerChannelWeightsByDefault
 
     explicit = QConfig(enable_npu_cnn=True, ConvertSplitToSlice=False, Int32Bias=True)
     assert not explicit.options.ConvertSplitToSlice
@@ -126,7 +128,7 @@ def test_quantized_model_runs_close_to_float(npu_model) -> None:
     assert min_cosine(npu_cnn_model(), npu_model, FEEDS[:4]) > 0.95
 
 
-def test_every_scale_is_a_power_of_two_per_tensor(npu_model) -> None:
+def test_scales_power_of_two_per_tensor(npu_model) -> None:
     dequantize = nodes_of(npu_model, "DequantizeLinear")
     assert dequantize
     for node in dequantize:
@@ -147,7 +149,8 @@ def test_bias_is_stored_in_the_weight_type(npu_model) -> None:
 def test_npu_rule_defaults_rewrote_the_graph(npu_model) -> None:
     op_types = {node.op_type for node in npu_model.graph.node}
     assert not op_types & {"BatchNormalization", "Split", "ReduceMean", "Sigmoid", "Clip"}
-    assert "Relu" in op_types and "Slice" in op_types
+    assert "Relu" in op_types
+    assert "Slice" in op_types
 
 
 def test_dpu_simulation_replaced_activations(npu_model) -> None:

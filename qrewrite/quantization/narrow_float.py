@@ -6,9 +6,9 @@ to it again. The DPU softmax of rules/dpu_softmax.py is one. A Q/DQ pair inside 
 chain would put an integer grid on values the target keeps in the narrow float type,
 so the selection leaves these nodes alone.
 
-A node is in the chain when every non-constant input is read back from the narrow type
-(directly, or through other nodes in the chain), and every output is rounded to the
-narrow type (directly, or through other nodes in the chain).
+A node is in the chain when two things hold. Every non-constant input is read back from
+the narrow type, directly or through other nodes in the chain. Every output is rounded
+to the narrow type, directly or through other nodes in the chain.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _cast_to(node: ir.Node) -> ir.DataType | None:
 
 
 def _reads_back(node: ir.Node) -> bool:
-    """Whether `node` casts a narrow float tensor back to a wider type."""
+    """Return whether `node` casts a narrow float tensor back to a wider type."""
     source = node.inputs[0] if node.op_type == "Cast" and node.inputs else None
     return source is not None and source.dtype in _NARROW_FLOATS
 
