@@ -19,7 +19,8 @@ from qrewrite.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
-def _matches(pattern: str, name: str) -> bool:
+def matches_pattern(pattern: str, name: str) -> bool:
+    """Return whether an exclude entry names `name` exactly or as a regular expression."""
     if pattern == name:
         return True
     try:
@@ -63,7 +64,7 @@ def excluded_node_names(graph: ir.Graph, config: QConfig) -> set[str]:
     excluded: set[str] = set()
     for entry in config.exclude:
         if isinstance(entry, str):
-            hits = {name for name in names if _matches(entry, name)}
+            hits = {name for name in names if matches_pattern(entry, name)}
             if not hits:
                 logger.warning("exclude entry %r matches no node", entry)
             excluded |= hits
@@ -73,10 +74,14 @@ def excluded_node_names(graph: ir.Graph, config: QConfig) -> set[str]:
     return excluded
 
 
-def node_layer_configs(graph: ir.Graph, config: QConfig) -> dict[str, QLayerConfig | None]:
-    """Return the layer config of every main-graph node, by node name."""
-    excluded = excluded_node_names(graph, config)
+def layer_overrides(
+    config: QConfig,
+) -> tuple[dict[str, QLayerConfig | None], dict[str, QLayerConfig]]:
+    """Return the layer configs that layer_type_config and specific_layer_config set.
 
+    The first dict maps op types to configs (None keeps the type float), the second
+    maps node names to configs.
+    """
     by_type: dict[str, QLayerConfig | None] = {}
     for data_type, op_types in (config.layer_type_config or {}).items():
         for op_type in op_types:
@@ -88,6 +93,13 @@ def node_layer_configs(graph: ir.Graph, config: QConfig) -> dict[str, QLayerConf
     for data_type, node_names in (config.specific_layer_config or {}).items():
         for name in node_names:
             by_name[name] = config.global_config.with_data_type(data_type)
+    return by_type, by_name
+
+
+def node_layer_configs(graph: ir.Graph, config: QConfig) -> dict[str, QLayerConfig | None]:
+    """Return the layer config of every main-graph node, by node name."""
+    excluded = excluded_node_names(graph, config)
+    by_type, by_name = layer_overrides(config)
     known = {node.name for node in graph}
     unknown = sorted(set(by_name) - known)
     if unknown:

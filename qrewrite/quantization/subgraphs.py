@@ -17,7 +17,7 @@ import attrs
 import onnx_ir as ir
 
 from qrewrite.config import QConfig, QLayerConfig
-from qrewrite.quantization.node_config import _matches
+from qrewrite.quantization.node_config import layer_overrides, matches_pattern
 
 
 @attrs.frozen
@@ -110,16 +110,7 @@ def body_layer_configs(
     `exclude` entry given as start and end nodes covers main-graph nodes only, but
     excluding an If, Loop or Scan node, in any way, excludes everything in its bodies.
     """
-    by_type: dict[str, QLayerConfig | None] = {}
-    for data_type, op_types in (config.layer_type_config or {}).items():
-        for op_type in op_types:
-            by_type[op_type] = (
-                None if data_type is None else config.global_config.with_data_type(data_type)
-            )
-    by_name: dict[str, QLayerConfig] = {}
-    for data_type, node_names in (config.specific_layer_config or {}).items():
-        for name in node_names:
-            by_name[name] = config.global_config.with_data_type(data_type)
+    by_type, by_name = layer_overrides(config)
     patterns = [entry for entry in config.exclude if isinstance(entry, str)]
 
     excluded_owners = {key for key, layer in main_configs.items() if layer is None}
@@ -129,9 +120,11 @@ def body_layer_configs(
         for node in body.graph:
             key = names.node_key(node)
             own = node.name or ""
-            if owner_excluded or any(
-                _matches(pattern, own) or _matches(pattern, key) for pattern in patterns
-            ):
+            named = any(
+                matches_pattern(pattern, own) or matches_pattern(pattern, key)
+                for pattern in patterns
+            )
+            if owner_excluded or named:
                 resolved[key] = None
             elif key in by_name or own in by_name:
                 resolved[key] = by_name.get(key, by_name.get(own))
