@@ -126,16 +126,6 @@ def evaluate(
     return report
 
 
-class _Uncapped:
-    """The options with CalibDataSize unset."""
-
-    def __init__(self, options: Any) -> None:
-        self._options = options
-
-    def __getattr__(self, name: str) -> Any:
-        return None if name == "CalibDataSize" else getattr(self._options, name)
-
-
 def evaluate_with_options(
     float_model: onnx.ModelProto, quantized: onnx.ModelProto, source: Any, options: Any
 ) -> EvalReport:
@@ -144,6 +134,6 @@ def evaluate_with_options(
     The float and quantized models must each serialize below 2 GiB.
     """
     # CalibDataSize caps the calibration samples, not an evaluation set of its own.
-    limits = options if options.EvalDataReader is None else _Uncapped(options)
-    samples = samples_from(source, float_model, limits)
+    capped = options.EvalDataReader is None
+    samples = samples_from(source, float_model, options, capped=capped)
     return evaluate(float_model, quantized, samples, list(options.ExecutionProviders))

@@ -80,3 +80,13 @@ def test_bad_eval_samples_leave_no_output(tmp_path) -> None:
 def test_path_as_eval_reader_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="--eval-data"):
         QConfig(EvalMetrics=True, EvalDataReader="samples.npz")
+
+
+def test_calib_data_size_leaves_eval_set_whole(capsys) -> None:
+    evaluation = samples({"x": [2, 8]}, 4, seed=5)
+    config = QConfig(EvalMetrics=True, EvalDataReader=evaluation, CalibDataSize=2)
+
+    ModelQuantizer(config).quantize_model(_model(), None, FEEDS)
+
+    metrics = _summary_metrics(capsys.readouterr().out)
+    assert "over 4 sample(s)" in metrics["y"]

@@ -192,9 +192,11 @@ def require_samples(reader: Any, options: Any) -> None:
 
 
 def samples_from(
-    reader: Any, model: onnx.ModelProto, options: Any
+    reader: Any, model: onnx.ModelProto, options: Any, *, capped: bool = True
 ) -> Iterator[dict[str, np.ndarray]]:
     """Yield checked calibration samples from `reader`, at most CalibDataSize of them.
+
+    With `capped=False` every sample of `reader` is read (an evaluation set).
 
     `reader` is an onnxruntime-style CalibrationDataReader (`get_next()` returns a dict or
     None), any iterable of dicts, or None for random data (needs UseRandomData). Raises
@@ -208,7 +210,7 @@ def samples_from(
         source = _iterate_reader(reader)
 
     inputs = model_inputs(model)
-    limit = options.CalibDataSize
+    limit = options.CalibDataSize if capped else None
     count = 0
     for sample in source:
         if limit is not None and count >= limit:
