@@ -24,9 +24,9 @@ A Mul followed by an Add, the usual form of a learnable scale and shift, folds i
 steps: the Mul folds first, so the Add then reads the producer directly and folds too.
 MatMul has no bias input, so only Mul and Div fold into it.
 
-A constant qualifies when it broadcasts along the output-channel axis only: after
-aligning its shape to the right with the producer's output, every other axis is 1,
-the channel axis is 1 or the channel count, and its rank is not above the output's.
+A constant qualifies when it broadcasts along the output-channel axis only. Aligned to
+the right with the producer's output, every other axis is 1 and the channel axis is 1
+or the channel count, and its rank is not above the output's.
 So a [C] constant qualifies after Gemm and MatMul, but after a Conv it lines up with
 the last spatial axis and does not fold, while [C, 1, 1] and [1, C, 1, 1] do. The
 producer's output must have no reader besides the folded op and must not be a graph

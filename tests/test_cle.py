@@ -364,12 +364,12 @@ def test_cle_matmul_add_and_gemm() -> None:
 def test_cle_steps_repeat_sweep() -> None:
     model = conv_chain(3, 6, 4, [0.01, 0.1, 1, 10, 100, 3], depthwise=True, seed=2)
 
-    one = equalized(model, CLEConfig(cle_steps=1, cle_scale_append_bias=False))
+    single = equalized(model, CLEConfig(cle_steps=1, cle_scale_append_bias=False))
     three = equalized(model, CLEConfig(cle_steps=3, cle_scale_append_bias=False))
 
     assert three.steps == 3
     assert "3 step(s)" in three.summary_line()
-    assert not np.allclose(weights(one.model)["wd"], weights(three.model)["wd"])
+    assert not np.allclose(weights(single.model)["wd"], weights(three.model)["wd"])
     assert_same_function(model, three.model, 3)
 
 

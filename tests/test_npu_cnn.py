@@ -279,7 +279,7 @@ def test_summary_reports_the_npu_steps(capsys) -> None:
     assert "ConvertLeakyReluToDPUVersion 1" in printed
 
 
-def test_summary_says_why_a_dpu_rule_did_not_apply(capsys) -> None:
+def test_summary_unapplied_dpu_rule_reason(capsys) -> None:
     model = npu_cnn_model()
     sigmoid = next(node for node in model.graph.node if node.op_type == "Sigmoid")
     sigmoid.op_type = "HardSigmoid"
@@ -313,7 +313,7 @@ def test_options_that_act_without_npu_are_accepted() -> None:
     assert config.options.RemoveQDQMulAdd
 
 
-def test_cli_type_flag_keeps_power_of_two_for_npu(tmp_path) -> None:
+def test_cli_npu_type_flag_power_of_two(tmp_path) -> None:
     source = tmp_path / "model.onnx"
     onnx.save(npu_cnn_model(), source)
     output = tmp_path / "model.q.onnx"

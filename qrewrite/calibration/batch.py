@@ -76,9 +76,9 @@ class SmallTensorStats:
         self.low = np.full(size, np.inf, np.float32)
         self.high = np.full(size, -np.inf, np.float32)
 
-        wanted = set(histogram_tensors)
+        with_histogram = set(histogram_tensors)
         self.row = np.full(size, -1, np.int64)
-        rows = [i for i, tensor in enumerate(self.tensors) if tensor in wanted]
+        rows = [i for i, tensor in enumerate(self.tensors) if tensor in with_histogram]
         self.row[rows] = np.arange(len(rows))
         self.exponent = np.full(len(rows), MIN_EXPONENT, np.int64)
         self.origin = np.zeros(len(rows), np.int64)
@@ -264,7 +264,7 @@ def batch_stats(
 ) -> list[tuple[MinMax, Histogram | None]]:
     """Return each array's MinMax, and its canonical Histogram where `histogram[i]` is True."""
     names = [str(i) for i in range(len(arrays))]
-    histogram_names = [name for name, wanted in zip(names, histogram, strict=True) if wanted]
+    histogram_names = [name for name, needed in zip(names, histogram, strict=True) if needed]
     stats = SmallTensorStats(names, histogram_names)
     stats.update({name: [array] for name, array in zip(names, arrays, strict=True)})
     return stats.results()

@@ -182,9 +182,9 @@ _NPU_GROUP_ALWAYS = frozenset(
 )
 
 
-def _check_npu_only_options(given: Mapping[str, Any]) -> None:
-    """Fail when an option given explicitly would do nothing without enable_npu_cnn."""
-    for name, value in given.items():
+def _check_npu_only_options(explicit: Mapping[str, Any]) -> None:
+    """Raise ConfigError when an explicit option would do nothing without enable_npu_cnn."""
+    for name, value in explicit.items():
         option = OPTIONS[name]
         if option.group != "npu" or name in _NPU_GROUP_ALWAYS:
             continue

@@ -81,7 +81,7 @@ def optimize_blocks(
     `fit_scale` moves the scale and keeps the zero point (symmetric blocks); otherwise
     the zero point moves as a float and the scale stays. `valid` (broadcast to
     `blocks`) marks the real elements, so the padding of a partial last block is
-    left out of every fit and error; every block needs at least one.
+    left out of every fit and error. Every block needs at least one real element.
     """
     data = np.asarray(blocks, dtype=np.float64)
     mask = np.broadcast_to(

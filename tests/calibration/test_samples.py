@@ -129,9 +129,10 @@ def test_random_data_dynamic_dim_needs_shape():
     "option", ["RandomDataReaderInputShape", "RandomDataReaderInputDataRange"]
 )
 def test_random_data_option_with_unknown_input(option):
-    given = {"RandomDataReaderInputShape": {"x": [3, 4]}}
-    given[option] = {**given.get(option, {}), "image": [3, 4] if "Shape" in option else [0, 1]}
-    config = options(UseRandomData=True, **given)
+    random_options = {"RandomDataReaderInputShape": {"x": [3, 4]}}
+    unknown = {"image": [3, 4] if "Shape" in option else [0, 1]}
+    random_options[option] = {**random_options.get(option, {}), **unknown}
+    config = options(UseRandomData=True, **random_options)
     with pytest.raises(CalibrationDataError, match=r"names \['image'\], which are not graph"):
         list(samples_from(None, relu_chain(), config))
 

@@ -114,7 +114,7 @@ def test_leaky_relu_dpu_property(shape, alpha, opset):
     assert_dpu_rewrite(model, rule, 1, lambda x: np.where(x < 0, slope * x, x), feeds)
 
 
-def test_leaky_relu_alpha_0_1_becomes_26_over_256():
+def test_leaky_relu_tenth_slope_grid():
     assert dpu_leaky_relu_alpha(float(np.float32(0.1))) == 26 / 256
     model = unary_model("LeakyRelu", [4], 13, alpha=0.1)
     result = apply_rules(model, RuleSet.of(CONVERT_LEAKY_RELU_TO_DPU_VERSION))
