@@ -55,6 +55,20 @@ def test_retrieval_agreement_counts_changed_neighbors():
     assert embeddings.retrieval_top1_agreement(reference, candidate) == 0.75
 
 
+def test_decided_agreement_skips_tied_queries():
+    # Sentence 0 is equally close to sentences 1 and 2, so its neighbour is a tie.
+    reference = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.8, 0.0, 0.6], [0.0, 0.0, 1.0]])
+    candidate = reference.copy()
+    candidate[0] = [1.0, 0.0, 0.01]
+
+    margins = embeddings.top1_margins(reference)
+    assert margins[0] == pytest.approx(0.0)
+    assert embeddings.retrieval_top1_agreement(reference, candidate) == 0.75
+    assert embeddings.decided_retrieval_agreement(reference, candidate, 0.01) == (1.0, 3)
+    with pytest.raises(ValueError, match="no query"):
+        embeddings.decided_retrieval_agreement(reference, candidate, 10.0)
+
+
 def test_decision_agreement_splits_at_threshold():
     reference = np.array([0.1, 0.6, 0.9, 0.4], dtype=np.float32)
     candidate = np.array([0.2, 0.5, 0.7, 0.6], dtype=np.float32)

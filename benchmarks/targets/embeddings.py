@@ -47,3 +47,33 @@ def retrieval_top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> fl
             f"got {reference.shape} and {candidate.shape}"
         )
     return float(np.mean(nearest_neighbors(reference) == nearest_neighbors(candidate)))
+
+
+def top1_margins(embeddings: np.ndarray) -> np.ndarray:
+    """Return, per sentence, the cosine of its nearest other sentence minus the second nearest."""
+    rows = unit_rows(embeddings)
+    similarity = rows @ rows.T
+    np.fill_diagonal(similarity, -np.inf)
+    ranked = np.sort(similarity, axis=1)
+    return ranked[:, -1] - ranked[:, -2]
+
+
+def decided_retrieval_agreement(
+    reference: np.ndarray, candidate: np.ndarray, min_margin: float
+) -> tuple[float, int]:
+    """Agreement over the queries whose float nearest neighbour wins by at least `min_margin`.
+
+    A query whose two nearest sentences are tied in the float model (margin 1e-4, say)
+    flips with any change to the embeddings, float rounding included, so it says nothing
+    about the quantizer. Returns the agreement and the number of queries kept.
+    """
+    if reference.shape != candidate.shape or len(reference) < 3:
+        raise ValueError(
+            f"need two embedding sets of the same shape with at least three sentences, "
+            f"got {reference.shape} and {candidate.shape}"
+        )
+    decided = top1_margins(reference) >= min_margin
+    if not decided.any():
+        raise ValueError(f"no query has a float top-1 margin of at least {min_margin}")
+    agree = nearest_neighbors(reference) == nearest_neighbors(candidate)
+    return float(np.mean(agree[decided])), int(decided.sum())
