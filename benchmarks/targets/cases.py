@@ -29,9 +29,9 @@ VAD_CALIBRATION_BLOCK_FRAMES = 128
 VAD_LATENCY_BLOCK_FRAMES = 512
 VAD_CALIBRATION_SPEECH = ("en-us", 160, range(0, 8))
 VAD_EVALUATION_SPEECH = ("en-gb", 140, range(20, 30))
-# Queries whose float nearest neighbour beats the second nearest by less than this cosine
-# are ties that any change of the embeddings can flip; the second retrieval metric
-# leaves them out.
+# A query whose float nearest neighbour beats the second nearest by less than this cosine
+# is a tie that any change of the embeddings can flip. The second retrieval metric
+# leaves such queries out.
 DECIDED_MARGIN = 0.01
 DECIDED_METRIC = f"retrieval top-1 agreement, float margin ≥ {DECIDED_MARGIN}"
 

@@ -64,8 +64,8 @@ def decided_retrieval_agreement(
     """Agreement over the queries whose float nearest neighbour wins by at least `min_margin`.
 
     A query whose two nearest sentences are tied in the float model (margin 1e-4, say)
-    flips with any change to the embeddings, float rounding included, so it says nothing
-    about the quantizer. Returns the agreement and the number of queries kept.
+    flips with any change to the embeddings, float rounding included, so it measures
+    nothing about the quantizer. Returns the agreement and the number of queries kept.
     """
     if reference.shape != candidate.shape or len(reference) < 3:
         raise ValueError(
