@@ -207,6 +207,8 @@ class StatsRunner:
         )
         source = model_source(stats_model, plan.folder)
         del stats_model
+        # Release the previous session first, so two sessions never hold the weights at once.
+        self.session = None
         options = session_options()
         options.intra_op_num_threads = self.threads
         self.session = ort.InferenceSession(source, options, providers=list(plan.providers))
