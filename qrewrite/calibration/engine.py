@@ -130,7 +130,7 @@ def calibrate_with_channel_peaks(
     left out, and so is every tensor when the ranges come from TensorsRangeFile.
     The peaks come from the same onnxruntime run as the ranges.
     """
-    from qrewrite.calibration.methods import compute_range
+    from qrewrite.calibration.methods import compute_ranges
 
     range_requests = {t: as_range_request(r, t) for t, r in requests.items()}
     _check_requests(model, range_requests)
@@ -156,11 +156,9 @@ def calibrate_with_channel_peaks(
 
     figure_tensors = list(range_requests) if options.SaveTensorHistFig else []
     collectors = collect(model, range_requests, samples, options, figure_tensors, peak_ranks)
-    ranges = {}
-    for tensor, request in range_requests.items():
-        collector = collectors[tensor]
-        _warn_about_values(tensor, collector.min_max)
-        ranges[tensor] = compute_range(collector, request, options)
+    for tensor in range_requests:
+        _warn_about_values(tensor, collectors[tensor].min_max)
+    ranges = compute_ranges(collectors, range_requests, options)
 
     if range_file is not None:
         save_ranges(range_file, ranges)

@@ -159,20 +159,6 @@ def test_batch_stats_scaled_data(arrays):
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    hnp.arrays(np.int64, st.integers(130, 600), elements=st.integers(0, 1000)),
-    st.sampled_from([8, 16, 128]),
-)
-def test_vectorized_kl_equals_loop(counts, levels):
-    from qrewrite.calibration.methods import _kl_divergence, kl_divergences
-
-    counts[0] += 1  # at least one value
-    ends = np.arange(levels, counts.size + 1, 7)
-    expected = [_kl_divergence(counts, int(end), levels) for end in ends]
-    np.testing.assert_allclose(kl_divergences(counts, ends, levels), expected, rtol=1e-9)
-
-
-@settings(max_examples=100, deadline=None)
 @given(st.lists(st.lists(batches, min_size=2, max_size=2), min_size=1, max_size=5))
 def test_small_tensor_stats_over_updates(updates):
     from qrewrite.calibration.batch import SmallTensorStats
