@@ -30,7 +30,7 @@ from qrewrite.model.float16 import convert_float16_to_float32, has_float16
 from qrewrite.model.io import check_output_path, load_model, save_model_atomic
 from qrewrite.model.layout import convert_nchw_to_nhwc
 from qrewrite.model.names import name_unnamed_nodes
-from qrewrite.model.opset import convert_opset, target_opset
+from qrewrite.model.opset import convert_for_config
 from qrewrite.model.shapes import infer_shapes
 from qrewrite.model.verify import verify_model_file, verify_model_proto
 from qrewrite.quantization.bias import bias_from_own_range, refine_bias
@@ -41,6 +41,7 @@ from qrewrite.quantization.plan import Plan, make_plan
 from qrewrite.quantization.selection import Selection, calibration_specs, select
 from qrewrite.rules import float_graph_rules
 from qrewrite.rules.dpu import DPU_RULES
+from qrewrite.rules.hardswish import has_hard_swish_gate
 from qrewrite.rules.qdq_removal import qdq_removal_rules
 from qrewrite.run_context import run_context
 from qrewrite.summary import QuantizationSummary, summarize
@@ -153,9 +154,12 @@ def simplify(state: State) -> State:
 
 
 def convert_to_target_opset(state: State) -> State:
-    """Convert to the opset the config needs (or ConvertOpsetVersion)."""
-    target = target_opset(state.proto, state.config)
-    return attrs.evolve(state, proto=convert_opset(state.proto, target))
+    """Convert to the opset the config needs (or ConvertOpsetVersion), or 14 for HardSwish."""
+    options = state.config.options
+    fusion = None
+    if options.OptimizeModel and options.FuseHardSwish and has_hard_swish_gate(state.proto):
+        fusion = "FuseHardSwish can fuse the decomposed hard swish"
+    return attrs.evolve(state, proto=convert_for_config(state.proto, state.config, fusion))
 
 
 def apply_float_rules(state: State) -> State:

@@ -13,6 +13,7 @@ from qrewrite.rules.activations import CONVERT_CLIP_TO_RELU, FUSE_GELU, REPLACE_
 from qrewrite.rules.affine import FOLD_CONV_AFFINE
 from qrewrite.rules.batchnorm import CONVERT_BN_TO_CONV, FOLD_BATCH_NORM
 from qrewrite.rules.dpu import DPU_RULES
+from qrewrite.rules.hardswish import FUSE_HARD_SWISH
 from qrewrite.rules.initializers import copy_bias_init_rule, copy_shared_init_rule
 from qrewrite.rules.normalization import FUSE_INSTANCE_NORM, FUSE_L2_NORM, FUSE_LAYER_NORM
 from qrewrite.rules.pooling import CONVERT_REDUCE_MEAN_TO_GLOBAL_AVG_POOL, SPLIT_LARGE_KERNEL_POOL
@@ -25,7 +26,7 @@ __all__ = ["builtin_rules", "float_graph_rules"]
 # Fusions run before conversions: ConvertReduceMeanToGlobalAvgPool would otherwise take
 # the ReduceMean nodes of a decomposed instance normalization, and ConvertBNToConv the
 # BatchNormalization nodes that FoldBatchNorm can remove.
-_FUSIONS = (FUSE_GELU, FUSE_LAYER_NORM, FUSE_INSTANCE_NORM, FUSE_L2_NORM)
+_FUSIONS = (FUSE_GELU, FUSE_HARD_SWISH, FUSE_LAYER_NORM, FUSE_INSTANCE_NORM, FUSE_L2_NORM)
 _CONVERSIONS = (
     CONVERT_CLIP_TO_RELU,
     REPLACE_CLIP6_RELU,

@@ -253,6 +253,17 @@ _RULES = [
         group="rules",
     ),
     _opt(
+        "FuseHardSwish",
+        t.BOOL,
+        True,
+        "Fuse x * Clip(x + 3, 0, 6) / 6 and x * HardSigmoid(x) (alpha 1/6) into the opset-14 "
+        "HardSwish op. onnxruntime has no integer kernel for the decomposed form, so each of "
+        "its steps runs in float between its own conversions. A model below opset 14 that "
+        "contains the pattern is converted to opset 14 when the conversion succeeds and "
+        "ConvertOpsetVersion is not set.",
+        group="rules",
+    ),
+    _opt(
         "FuseLayerNorm",
         t.BOOL,
         True,
@@ -962,13 +973,16 @@ _PLANNER = [
 
 # Defaults that enable_npu_cnn switches to, unless the option is given explicitly.
 # The NPU has no per-channel weights and runs the bias in the weight's type; the
-# planner defaults that target onnxruntime's CPU kernels do not apply.
+# planner defaults that target onnxruntime's CPU kernels do not apply. The NPU runs
+# hard swish as x * HardSigmoid(x), the form its position checks expect, so that
+# form is not fused.
 NPU_CNN_DEFAULTS: dict[str, Any] = {
     "ConvertBNToConv": True,
     "ConvertReduceMeanToGlobalAvgPool": True,
     "SplitLargeKernelPool": True,
     "ConvertSplitToSlice": True,
     "ConvertClipToRelu": True,
+    "FuseHardSwish": False,
     "Int32Bias": False,
     "PerChannelWeightsByDefault": False,
     "KeepSlowOpsFloat": False,

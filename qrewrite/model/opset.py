@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 PER_CHANNEL_OPSET = 13
 # ... and the `block_size` attribute of blocked quantization in opset 21.
 BLOCKED_OPSET = 21
+# HardSwish, the target of FuseHardSwish, exists from opset 14.
+HARD_SWISH_OPSET = 14
 
 
 def _specs(config: QConfig) -> list[QTensorConfig]:
@@ -64,8 +66,11 @@ def model_opset(proto: onnx.ModelProto) -> int:
     raise ModelInputError("the model imports no default-domain (ai.onnx) opset")
 
 
-def target_opset(proto: onnx.ModelProto, config: QConfig) -> int:
-    """Opset to convert to: ConvertOpsetVersion if set, else the lowest one that suffices."""
+def target_opset(proto: onnx.ModelProto, config: QConfig) -> tuple[int, str | None]:
+    """Return the opset to convert to and why, or (current opset, None) when it suffices.
+
+    The opset is ConvertOpsetVersion if set, else the lowest one the config needs.
+    """
     current = model_opset(proto)
     needed, reason = required_opset(config)
     explicit = config.options.ConvertOpsetVersion
@@ -74,11 +79,45 @@ def target_opset(proto: onnx.ModelProto, config: QConfig) -> int:
             raise ConfigError(
                 f"ConvertOpsetVersion={explicit} is too low: {reason} needs opset {needed}"
             )
-        return explicit
+        return explicit, "ConvertOpsetVersion"
     if current >= needed:
-        return current
-    logger.info("raising the opset from %d to %d because %s needs it", current, needed, reason)
-    return needed
+        return current, None
+    return needed, f"{reason} needs it"
+
+
+def convert_for_config(
+    proto: onnx.ModelProto, config: QConfig, fusion_reason: str | None
+) -> onnx.ModelProto:
+    """Return the model at the opset the config needs, or at 14 for a fusion.
+
+    `fusion_reason` names a float-graph fusion that needs HardSwish (opset 14), or is
+    None. When the config needs a lower opset and ConvertOpsetVersion is not set, the
+    model is converted to 14 instead. If that conversion fails, the fusion is not
+    worth an error: the model goes to the opset the config needs, as without it.
+    """
+    current = model_opset(proto)
+    target, reason = target_opset(proto, config)
+    wants_fusion = (
+        fusion_reason is not None
+        and config.options.ConvertOpsetVersion is None
+        and target < HARD_SWISH_OPSET
+    )
+    if wants_fusion:
+        try:
+            converted = convert_opset(proto, HARD_SWISH_OPSET)
+        except ModelInputError as error:
+            logger.info("not raising the opset for %s: %s", fusion_reason, error)
+        else:
+            logger.info(
+                "raising the opset from %d to %d because %s",
+                current,
+                HARD_SWISH_OPSET,
+                fusion_reason,
+            )
+            return converted
+    if target != current:
+        logger.info("converting the model from opset %d to %d: %s", current, target, reason)
+    return convert_opset(proto, target)
 
 
 def convert_opset(proto: onnx.ModelProto, target: int) -> onnx.ModelProto:

@@ -145,6 +145,7 @@ def test_options_select_rules():
     defaults = float_graph_rules(ExtraOptions.from_kwargs({}))
     assert defaults.names == (
         "FuseGelu",
+        "FuseHardSwish",
         "FuseLayerNorm",
         "FuseInstanceNorm",
         "FuseL2Norm",

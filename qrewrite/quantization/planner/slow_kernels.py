@@ -35,7 +35,8 @@ point, so the pool runs in float between them.
 A depthwise Conv (group equal to its channels) with a kernel larger than 3x3 or fewer
 than `DEPTHWISE_MIN_CHANNELS` channels runs float too, but only where that costs no
 extra conversion: when its input is the only use of the output of an op that onnxruntime
-runs in float anyway (`FLOAT_RUN_PRODUCERS`, such as the Div of a decomposed HardSwish).
+runs in float anyway (`FLOAT_RUN_PRODUCERS`, such as HardSwish or the Div of its
+decomposed form).
 Then that output, the Conv's weights and its bias stay float and only the Conv's output
 is quantized. Elsewhere the Conv stays quantized, because when a Conv reads a per-tensor
 DequantizeLinear, onnxruntime's WeightBiasQuantization pass quantizes float weights
@@ -61,7 +62,7 @@ DEPTHWISE_MIN_CHANNELS = 64
 DEPTHWISE_MAX_KERNEL_AREA = 9
 # Ops with no integer kernel in onnxruntime 1.32 on CPU: they run in float between a
 # DequantizeLinear and a QuantizeLinear (seen in its optimized PP-OCR graphs).
-FLOAT_RUN_PRODUCERS = frozenset({"Div", "HardSigmoid"})
+FLOAT_RUN_PRODUCERS = frozenset({"Div", "HardSigmoid", "HardSwish"})
 
 
 def cpu_only(providers: tuple[str, ...]) -> bool:

@@ -1,0 +1,110 @@
+"""FuseHardSwish inside quantize_model: the opset it raises to, its option and its limits."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from qrewrite import Int8Spec, ModelQuantizer, QConfig, QLayerConfig, QuantGranularity, UInt8Spec
+from tests.qmodels import make_model, nodes_of, run, samples, tensor
+
+SHAPE = [1, 4, 6, 6]
+
+
+def conv_hard_swish_model(opset: int = 12):
+    """Conv -> x * Clip(x + 3, 0, 6) / 6 -> Conv, as PaddlePaddle exports it."""
+    rng = np.random.default_rng(3)
+    initializers = [
+        tensor("w1", rng.normal(size=(4, 4, 3, 3)).astype(np.float32)),
+        tensor("w2", rng.normal(size=(4, 4, 1, 1)).astype(np.float32)),
+        tensor("three", np.array(3.0, np.float32)),
+        tensor("zero", np.array(0.0, np.float32)),
+        tensor("six", np.array(6.0, np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Add", ["c1", "three"], ["shifted"], name="add"),
+        helper.make_node("Clip", ["shifted", "zero", "six"], ["clipped"], name="clip"),
+        helper.make_node("Mul", ["c1", "clipped"], ["product"], name="mul"),
+        helper.make_node("Div", ["product", "six"], ["swished"], name="div"),
+        helper.make_node("Conv", ["swished", "w2"], ["y"], name="conv2"),
+    ]
+    return make_model(nodes, [("x", SHAPE)], ["y"], initializers, opset=opset)
+
+
+def cpu_config(**options) -> QConfig:
+    return QConfig(
+        global_config=QLayerConfig(
+            activation=UInt8Spec(), weight=Int8Spec(quant_granularity=QuantGranularity.Channel)
+        ),
+        **options,
+    )
+
+
+def default_opset(model) -> int:
+    return {entry.domain: entry.version for entry in model.opset_import}[""]
+
+
+def quantize(config: QConfig, model=None):
+    model = conv_hard_swish_model() if model is None else model
+    return ModelQuantizer(config).quantize_model(model, None, samples({"x": SHAPE}, 4))
+
+
+def test_fusion_raises_opset_to_14(caplog):
+    model = conv_hard_swish_model()
+    feed = samples({"x": SHAPE}, 1, seed=9)[0]
+
+    with caplog.at_level(logging.INFO, logger="qrewrite"):
+        quantized = quantize(cpu_config(), model)
+
+    assert default_opset(quantized) == 14
+    assert len(nodes_of(quantized, "HardSwish")) == 1
+    assert not nodes_of(quantized, "Clip")
+    assert "from 12 to 14 because FuseHardSwish" in caplog.text
+    reference = run(model, feed)[0]
+    error = np.abs(run(quantized, feed)[0] - reference).max()
+    assert error < 0.05 * np.abs(reference).max()
+
+
+def test_fusion_off_keeps_decomposed_form():
+    quantized = quantize(cpu_config(FuseHardSwish=False))
+
+    assert default_opset(quantized) == 13
+    assert not nodes_of(quantized, "HardSwish")
+    assert len(nodes_of(quantized, "Clip")) + len(nodes_of(quantized, "Div")) >= 1
+
+
+def test_explicit_opset_blocks_fusion():
+    quantized = quantize(cpu_config(ConvertOpsetVersion=13))
+
+    assert default_opset(quantized) == 13
+    assert not nodes_of(quantized, "HardSwish")
+
+
+def test_model_without_pattern_keeps_opset():
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv")]
+    weight = tensor("w", rng.normal(size=(4, 4, 1, 1)).astype(np.float32))
+    model = make_model(nodes, [("x", SHAPE)], ["y"], [weight], opset=12)
+
+    quantized = quantize(cpu_config(), model)
+
+    assert default_opset(quantized) == 13
+
+
+def test_npu_cnn_leaves_hard_swish_decomposed():
+    config = QConfig(enable_npu_cnn=True)
+
+    assert config.options.FuseHardSwish is False
+    assert QConfig(enable_npu_cnn=True, FuseHardSwish=True).options.FuseHardSwish is True
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+def test_fusion_from_other_opsets(opset):
+    quantized = quantize(cpu_config(), conv_hard_swish_model(opset=opset))
+
+    assert default_opset(quantized) == 14
+    assert len(nodes_of(quantized, "HardSwish")) == 1
