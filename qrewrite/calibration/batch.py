@@ -87,21 +87,57 @@ class SmallTensorStats:
 
     def update(self, arrays: Mapping[str, Sequence[np.ndarray]]) -> None:
         """Add the values of each tensor's arrays, such as one per sample, to its statistics."""
-        chunk: list[tuple[int, int, Sequence[np.ndarray]]] = []
-        elements = histograms = 0
-        for tensor, parts in arrays.items():
-            size = sum(part.size for part in parts)
-            if not size:
-                continue
+        parts: list[np.ndarray] = []
+        owners: list[int] = []
+        elements = 0
+        histograms: set[int] = set()
+        for tensor, tensor_parts in arrays.items():
             i = self.index[tensor]
-            chunk.append((i, size, parts))
-            elements += size
-            histograms += self.row[i] >= 0
-            if elements >= CHUNK_ELEMENTS or histograms >= CHUNK_HISTOGRAMS:
-                self._update_chunk(chunk)
-                chunk, elements, histograms = [], 0, 0
-        if chunk:
-            self._update_chunk(chunk)
+            for part in tensor_parts:
+                parts.append(part.reshape(-1))
+                owners.append(i)
+                elements += part.size
+            if self.row[i] >= 0:
+                histograms.add(i)
+            if elements >= CHUNK_ELEMENTS or len(histograms) >= CHUNK_HISTOGRAMS:
+                self._update_chunk(parts, owners)
+                parts, owners, elements, histograms = [], [], 0, set()
+        if parts:
+            self._update_chunk(parts, owners)
+
+    def update_blocks(
+        self, blocks: Sequence[np.ndarray], sizes: Sequence[np.ndarray], tensors: Sequence[str]
+    ) -> None:
+        """Add blocks of values, such as one per sample, to the statistics of `tensors`.
+
+        Block k is the flat values of `tensors` one after another, sizes[k][t] of them for
+        tensor t. Each chunk takes a range of tensors from every block.
+        """
+        if not blocks:
+            return
+        owners = np.array([self.index[tensor] for tensor in tensors], np.int64)
+        size_matrix = np.stack([np.asarray(s, np.int64) for s in sizes])
+        ends = np.cumsum(size_matrix, axis=1)
+        starts = ends - size_matrix
+        cumulative_elements = np.cumsum(size_matrix.sum(axis=0))
+        cumulative_histograms = np.cumsum(self.row[owners] >= 0)
+        first = 0
+        while first < owners.size:
+            element_limit = (cumulative_elements[first - 1] if first else 0) + CHUNK_ELEMENTS
+            histogram_limit = (cumulative_histograms[first - 1] if first else 0) + CHUNK_HISTOGRAMS
+            stop = min(
+                np.searchsorted(cumulative_elements, element_limit, "right"),
+                np.searchsorted(cumulative_histograms, histogram_limit, "right"),
+            )
+            stop = max(int(stop), first + 1)
+            parts = [
+                block[starts[k, first] : ends[k, stop - 1]] for k, block in enumerate(blocks)
+            ]
+            segment_sizes = size_matrix[:, first:stop].ravel()
+            segment_owners = np.tile(owners[first:stop], len(blocks))
+            self._update_chunk(parts, segment_owners, segment_sizes)
+            first = stop
+
 
     def _scratch(self, name: str, size: int, dtype: type) -> np.ndarray:
         """Return `size` elements of a reused array, because fresh large arrays cost page faults.
@@ -115,14 +151,27 @@ class SmallTensorStats:
             self.buffers[name] = buffer
         return buffer[:size]
 
-    def _update_chunk(self, chunk: list[tuple[int, int, Sequence[np.ndarray]]]) -> None:
-        indices = np.array([i for i, _, _ in chunk], np.int64)
-        sizes = np.array([size for _, size, _ in chunk], np.int64)
-        flats = [part.reshape(-1) for _, _, parts in chunk for part in parts]
+    def _update_chunk(
+        self,
+        parts: Sequence[np.ndarray],
+        owners: Sequence[int] | np.ndarray,
+        sizes: np.ndarray | None = None,
+    ) -> None:
+        """Add the values of `parts`, concatenated, to the statistics.
+
+        The values form segments, one per entry of `owners` (tensor indices, possibly
+        repeated) with `sizes` values each. Without `sizes`, each part is one segment.
+        """
+        owners = np.asarray(owners, np.int64)
+        if sizes is None:
+            sizes = np.array([part.size for part in parts], np.int64)
         # The unsafe cast converts any numeric dtype, as np.asarray(x, np.float32) does.
         values = self._scratch("values", int(sizes.sum()), np.float32)
-        np.concatenate(flats, out=values, casting="unsafe")
-        del flats
+        np.concatenate(parts, out=values, casting="unsafe")
+        if not (sizes > 0).all():
+            owners, sizes = owners[sizes > 0], sizes[sizes > 0]
+        if not sizes.size:
+            return
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
 
         finite = np.isfinite(values, out=self._scratch("finite", values.size, np.bool_))
@@ -135,13 +184,17 @@ class SmallTensorStats:
             finite_counts = np.add.reduceat(finite, starts).astype(np.int64)
             low = np.minimum.reduceat(np.where(finite, values, np.float32(np.inf)), starts)
             high = np.maximum.reduceat(np.where(finite, values, np.float32(-np.inf)), starts)
+        # Segments go into their tensors' running statistics. `local` numbers the tensors
+        # of this chunk.
+        indices, local = np.unique(owners, return_inverse=True)
         had_values = self.count[indices] > 0
-        self.count[indices] += finite_counts
-        self.nonfinite[indices] += sizes - finite_counts
-        self.low[indices] = np.minimum(self.low[indices], low)
-        self.high[indices] = np.maximum(self.high[indices], high)
+        np.add.at(self.count, owners, finite_counts)
+        np.add.at(self.nonfinite, owners, sizes - finite_counts)
+        np.minimum.at(self.low, owners, low)
+        np.maximum.at(self.high, owners, high)
 
-        binned = (self.row[indices] >= 0) & (finite_counts > 0)
+        chunk_counts = np.bincount(local, weights=finite_counts, minlength=indices.size)
+        binned = (self.row[indices] >= 0) & (chunk_counts > 0)
         if not binned.any():
             return
         if self.counts.dtype == np.int32 and self.count.max() >= 2**31 - 1:
@@ -150,28 +203,31 @@ class SmallTensorStats:
         exponents, origins = self._realign(rows, indices[binned], had_values[binned])
 
         # Bin index of each element, counted from its row's origin, plus the row's offset
-        # in this chunk's flat counts.
+        # in this chunk's flat counts. Segments of tensors without a histogram get none.
+        slot = np.full(indices.size, -1, np.int64)
+        slot[binned] = np.arange(rows.size)
+        segment_slot = slot[local]
+        segment_binned = segment_slot >= 0
         offsets = np.arange(rows.size, dtype=np.int64) * HISTOGRAM_BINS - origins
         inverse = _inverse_widths(exponents)
-        if all_finite and binned.all() and (sizes == sizes[0]).all():
-            # Every tensor has the same number of values, so a broadcast per row
+        segment_inverse = np.where(segment_binned, inverse[segment_slot], np.float32(0))
+        segment_offset = np.where(segment_binned, offsets[segment_slot], 0)
+        every_segment = all_finite and bool(segment_binned.all())
+        if every_segment and (sizes == sizes[0]).all():
+            # Every segment has the same number of values, so a broadcast per segment
             # replaces np.repeat.
             binned_values = values.reshape(sizes.size, -1)
-            element_inverse = inverse[:, None]
-            element_offset = offsets[:, None]
-        elif all_finite and binned.all():
+            element_inverse = segment_inverse[:, None]
+            element_offset = segment_offset[:, None]
+        elif every_segment:
             binned_values = values
-            element_inverse = np.repeat(inverse, sizes)
-            element_offset = np.repeat(offsets, sizes)
+            element_inverse = np.repeat(segment_inverse, sizes)
+            element_offset = np.repeat(segment_offset, sizes)
         else:
-            entry_inverse = np.zeros(len(chunk), np.float32)
-            entry_offset = np.zeros(len(chunk), np.int64)
-            entry_inverse[binned] = inverse
-            entry_offset[binned] = offsets
-            keep = finite & np.repeat(binned, sizes)
+            keep = finite & np.repeat(segment_binned, sizes)
             binned_values = values[keep]
-            element_inverse = np.repeat(entry_inverse, sizes)[keep]
-            element_offset = np.repeat(entry_offset, sizes)[keep]
+            element_inverse = np.repeat(segment_inverse, sizes)[keep]
+            element_offset = np.repeat(segment_offset, sizes)[keep]
         shape = binned_values.shape
         scaled = self._scratch("scaled", binned_values.size, np.float32).reshape(shape)
         positions = self._scratch("positions", binned_values.size, np.int64).reshape(shape)

@@ -58,7 +58,7 @@ def session_options() -> ort.SessionOptions:
     # 0.32 GB. The memory pattern planner is off because with it PP-OCRv4 det (two
     # 736x736 images) peaked at 0.52 GB instead of 0.33 GB. Measured with onnxruntime
     # 1.32 on a 2-core x86_64 machine.
-    # With the returned small tensors copied out of the arena (see `_copy_out`), the
+    # With the returned small tensors copied out of the arena (see `StatsRunner.run`), the
     # MinMax peak on det (256x320) went from 178 MB with 10 samples to 181 MB with 500.
     # An environment arena that extends by the requested size, instead of by powers of
     # two, measured 187 and 190 MB, and no arena 200 and 201 MB.
@@ -171,9 +171,14 @@ class StatsRunner:
         self.masked: set[str] = set()
         self.raw: set[str] = set()
         self.session: ort.InferenceSession | None = None
-        self.pending: dict[str, list[np.ndarray]] = {}
+        # Returned tensors that wait for `_reduce_pending`: one flat block of values per
+        # sample, with the size of each of `buffered` in it.
+        self.buffered: list[str] = []
+        self.buffered_positions: list[int] = []
+        self.per_sample_positions: dict[str, int] = {}
+        self.pending_blocks: list[np.ndarray] = []
+        self.pending_sizes: list[np.ndarray] = []
         self.pending_elements = 0
-        self.pending_samples = 0
         self.small_stats = SmallTensorStats(())
 
     @classmethod
@@ -195,6 +200,16 @@ class StatsRunner:
         self.small_stats = SmallTensorStats(buffered, self.plan.histogram_tensors)
 
     def _build(self) -> None:
+        # Pending blocks have the old session's layout, so they are reduced before it changes.
+        self._reduce_pending()
+        self._build_session()
+        per_sample = set(self.plan.per_sample_tensors)
+        raw_tensors = list(self.raw_outputs)
+        self.buffered = [t for t in raw_tensors if t not in per_sample]
+        self.buffered_positions = [i for i, t in enumerate(raw_tensors) if t not in per_sample]
+        self.per_sample_positions = {t: i for i, t in enumerate(raw_tensors) if t in per_sample}
+
+    def _build_session(self) -> None:
         plan = self.plan
         stats_model, self.outputs, self.raw_outputs, self.peak_outputs = graph.build_stats_model(
             plan.model,
@@ -213,6 +228,7 @@ class StatsRunner:
         options.intra_op_num_threads = self.threads
         self.session = ort.InferenceSession(source, options, providers=list(plan.providers))
         self.output_names = [name for o in self.outputs for name in o.names()]
+        self.raw_start = len(self.output_names)
         self.output_names += list(self.raw_outputs.values())
         self.output_names += list(self.peak_outputs.values())
 
@@ -233,33 +249,43 @@ class StatsRunner:
             self._build()
             stats, _, raw_arrays, peaks_by_tensor = self._run_once(sample)
 
-        per_sample = set(self.plan.per_sample_tensors)
-        now = {t: a for t, a in raw_arrays.items() if t in per_sample}
+        now = {t: raw_arrays[i] for t, i in self.per_sample_positions.items()}
         stats.update(self._reduce_whole(now))
-        buffered = {t: a for t, a in raw_arrays.items() if t not in per_sample}
-        for tensor, array in _copy_out(buffered).items():
-            self.pending.setdefault(tensor, []).append(array)
-            self.pending_elements += array.size
-        self.pending_samples += 1
+        sizes = np.array([array.size for array in raw_arrays], np.int64)
+        if self.buffered:
+            parts = raw_arrays
+            if len(self.buffered) < len(raw_arrays):
+                parts = [raw_arrays[i] for i in self.buffered_positions]
+            # A copy, because onnxruntime's outputs are views of memory in its arena, and
+            # keeping them in the buffer kept arena chunks in use during later runs, so the
+            # arena grew. On PP-OCRv4 det, the MinMax peak of 500 samples of 256x320 was
+            # 12 % above that of 10 samples without a copy, and 2 % above with it
+            # (onnxruntime 1.32, 2-core x86_64).
+            block = np.concatenate(parts, axis=None)
+            self.pending_blocks.append(block)
+            self.pending_sizes.append(sizes[self.buffered_positions])
+            self.pending_elements += block.size
         full = self.pending_elements >= RAW_BUFFER_ELEMENTS
-        if full or self.pending_samples >= RAW_BUFFER_SAMPLES:
+        if full or len(self.pending_blocks) >= RAW_BUFFER_SAMPLES:
             self._reduce_pending()
 
         for tensor, peaks in peaks_by_tensor.items():
             collector = stats.get(tensor, TensorCollector())
             stats[tensor] = attrs.evolve(collector, channel_peaks=ChannelPeaks().update(peaks))
 
-        grown = {t for t, array in raw_arrays.items() if array.size > RAW_MAX_ELEMENTS}
-        if grown:
+        grown_positions = np.flatnonzero(sizes > RAW_MAX_ELEMENTS)
+        if grown_positions.size:
+            raw_tensors = list(self.raw_outputs)
+            grown = {raw_tensors[i] for i in grown_positions}
             logger.debug("reducing %d grown tensors in the graph from now on", len(grown))
             self.raw -= grown
             self._build()
         return stats
 
     def _reduce_pending(self) -> None:
-        pending, self.pending, self.pending_elements = self.pending, {}, 0
-        self.pending_samples = 0
-        self.small_stats.update(pending)
+        blocks, sizes = self.pending_blocks, self.pending_sizes
+        self.pending_blocks, self.pending_sizes, self.pending_elements = [], [], 0
+        self.small_stats.update_blocks(blocks, sizes, self.buffered)
 
     def flush(self) -> dict[str, TensorCollector]:
         """Return the statistics of the small tensors over the samples since the last flush."""
@@ -285,13 +311,16 @@ class StatsRunner:
 
     def _run_once(
         self, sample: Mapping[str, np.ndarray]
-    ) -> tuple[dict[str, TensorCollector], set[str], dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Return reduced tensors' statistics, tensors to mask, raw tensors, channel peaks."""
+    ) -> tuple[dict[str, TensorCollector], set[str], list[np.ndarray], dict[str, np.ndarray]]:
+        """Return reduced tensors' statistics, tensors to mask, raw tensors, channel peaks.
+
+        The raw tensors come in the order of `raw_outputs`.
+        """
         assert self.session is not None
         fetched = self.session.run(self.output_names, sample)
         values = dict(zip(self.output_names, fetched, strict=True))
         result, unmasked = {}, set()
-        raw_arrays = {tensor: values[name] for tensor, name in self.raw_outputs.items()}
+        raw_arrays = fetched[self.raw_start : self.raw_start + len(self.raw_outputs)]
         peaks = {tensor: values[name] for tensor, name in self.peak_outputs.items()}
         for outputs in self.outputs:
             size = int(values[outputs.size])
@@ -318,21 +347,3 @@ class StatsRunner:
             result[outputs.tensor] = TensorCollector(min_max, None, histogram)
         return result, unmasked, raw_arrays, peaks
 
-
-def _copy_out(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Copy `arrays` into one new array and return a flat view of it per tensor.
-
-    onnxruntime's outputs are views of memory in its arena, so keeping them in the buffer
-    kept arena chunks in use during later runs and the arena grew. On PP-OCRv4 det, the
-    MinMax peak of 500 samples of 256x320 was 12 % above that of 10 samples without this
-    copy, and 2 % above with it (onnxruntime 1.32, 2-core x86_64).
-    """
-    if not arrays:
-        return {}
-    block = np.concatenate([array.reshape(-1) for array in arrays.values()])
-    views = {}
-    start = 0
-    for tensor, array in arrays.items():
-        views[tensor] = block[start : start + array.size]
-        start += array.size
-    return views

@@ -187,6 +187,36 @@ def test_small_tensor_stats_growing_range(batch_list):
     assert histogram == Histogram().update(np.concatenate(batch_list))
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.lists(batches, min_size=3, max_size=3), min_size=1, max_size=4),
+    st.sampled_from([8, 64, 2**18]),
+    st.sampled_from([1, 2, 256]),
+)
+def test_small_tensor_stats_blocks_equal_one_pass(samples, chunk_elements, chunk_histograms):
+    from qrewrite.calibration import batch
+    from qrewrite.calibration.batch import SmallTensorStats
+
+    tensors = ["a", "b", "c"]
+    stats = SmallTensorStats(tensors, ["a", "c"])
+    blocks = [np.concatenate(sample) for sample in samples]
+    sizes = [np.array([array.size for array in sample]) for sample in samples]
+    chunk_limits = (batch.CHUNK_ELEMENTS, batch.CHUNK_HISTOGRAMS)
+    batch.CHUNK_ELEMENTS, batch.CHUNK_HISTOGRAMS = chunk_elements, chunk_histograms
+    try:
+        stats.update_blocks(blocks, sizes, tensors)
+    finally:
+        batch.CHUNK_ELEMENTS, batch.CHUNK_HISTOGRAMS = chunk_limits
+    results = stats.results()
+    for position, (min_max, histogram) in enumerate(results):
+        arrays = [sample[position] for sample in samples]
+        assert min_max == fold(MinMax(), arrays)
+        if tensors[position] == "b":
+            assert histogram is None
+        else:
+            assert histogram == fold(Histogram(), arrays)
+
+
 def test_small_tensor_stats_widen_counts_near_int32_limit():
     from qrewrite.calibration.batch import SmallTensorStats
 

@@ -197,8 +197,8 @@ def test_buffered_small_tensors_are_copies(small_tensor_path):
     requests = {t: RangeRequest(CalibMethod.Percentile) for t in ("x", "doubled", "y")}
     runner = StatsRunner.from_requests(relu_chain(), requests, options())
     runner.run({"x": np.ones((3, 4), np.float32)})
-    assert runner.pending
-    for parts in runner.pending.values():
-        for part in parts:
-            # A view of qrewrite's own copy, not of onnxruntime's output memory.
-            assert isinstance(part.base, np.ndarray)
+    assert len(runner.pending_blocks) == 1
+    block = runner.pending_blocks[0]
+    # qrewrite's own copy, not a view of onnxruntime's output memory.
+    assert block.base is None
+    assert block.flags.owndata
