@@ -199,6 +199,6 @@ def test_buffered_small_tensors_are_copies(small_tensor_path):
     runner.run({"x": np.ones((3, 4), np.float32)})
     assert len(runner.pending_blocks) == 1
     block = runner.pending_blocks[0]
-    # qrewrite's own copy, not a view of onnxruntime's output memory.
-    assert block.base is None
-    assert block.flags.owndata
+    # A view of qrewrite's own buffer, not of onnxruntime's output memory.
+    assert block.base is runner.buffer
+    assert runner.buffer.flags.owndata
