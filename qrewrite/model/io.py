@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path, PureWindowsPath
+from typing import Protocol
 
 import attrs
 import google.protobuf.message
@@ -57,6 +58,20 @@ class LoadedModel:
         if self.path is None:
             return self.data_files
         return (self.path, *self.data_files)
+
+
+class ModelSource(Protocol):
+    """A model read from files, which lists the model file and its external data files."""
+
+    @property
+    def source_files(self) -> tuple[Path, ...]: ...
+
+
+@attrs.frozen
+class SourceFiles:
+    """The files of a `LoadedModel` without its proto, so the proto can be freed."""
+
+    source_files: tuple[Path, ...] = ()
 
 
 def load_model(model_input: PathLike | onnx.ModelProto) -> LoadedModel:
@@ -329,9 +344,7 @@ def external_data_name(output_path: PathLike) -> str:
     return Path(output_path).name + ".data"
 
 
-def check_output_path(
-    model_output: PathLike, source: LoadedModel | ModelFileInfo | None = None
-) -> Path:
+def check_output_path(model_output: PathLike, source: ModelSource | None = None) -> Path:
     """Return the output path after checking that the model can be saved there.
 
     The folder must exist, the path must not be a folder, and neither the output nor its
@@ -373,7 +386,7 @@ def save_model_atomic(
     *,
     use_external_data: bool,
     verify: Callable[[Path], None],
-    source: LoadedModel | None = None,
+    source: ModelSource | None = None,
 ) -> None:
     """Write `proto` to `path` only after `verify` accepted the written file.
 
