@@ -108,3 +108,30 @@ def test_fusion_from_other_opsets(opset):
 
     assert default_opset(quantized) == 14
     assert len(nodes_of(quantized, "HardSwish")) == 1
+
+
+def test_depthwise_conv_after_hard_swish_runs_float():
+    rng = np.random.default_rng(5)
+    initializers = [
+        tensor("w1", rng.normal(size=(4, 4, 1, 1)).astype(np.float32)),
+        tensor("dw", rng.normal(size=(4, 1, 3, 3)).astype(np.float32)),
+        tensor("three", np.array(3.0, np.float32)),
+        tensor("zero", np.array(0.0, np.float32)),
+        tensor("six", np.array(6.0, np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1"),
+        helper.make_node("Add", ["c1", "three"], ["shifted"], name="add"),
+        helper.make_node("Clip", ["shifted", "zero", "six"], ["clipped"], name="clip"),
+        helper.make_node("Mul", ["c1", "clipped"], ["product"], name="mul"),
+        helper.make_node("Div", ["product", "six"], ["swished"], name="div"),
+        helper.make_node("Conv", ["swished", "dw"], ["y"], group=4, pads=[1, 1, 1, 1], name="dw"),
+    ]
+    model = make_model(nodes, [("x", SHAPE)], ["y"], initializers, opset=12)
+
+    quantized = quantize(cpu_config(), model)
+
+    hard_swish = nodes_of(quantized, "HardSwish")[0]
+    depthwise = [node for node in nodes_of(quantized, "Conv") if node.input[1] == "dw"]
+    assert len(depthwise) == 1
+    assert depthwise[0].input[0] == hard_swish.output[0]

@@ -72,6 +72,7 @@ OP_ROLES: dict[str, OpRole] = {
     "PRelu": OpRole(per_tensor_weight_inputs=(1,)),
     "Sigmoid": _COMPUTE,
     "HardSigmoid": _COMPUTE,
+    "HardSwish": _COMPUTE,
     "Tanh": _COMPUTE,
     "Softmax": _COMPUTE,
     "Gelu": _COMPUTE,
