@@ -235,7 +235,13 @@ class SmallTensorStats:
         positions += element_offset
         del binned_values, element_inverse, element_offset
         counts = np.bincount(positions.ravel(), minlength=rows.size * HISTOGRAM_BINS)
-        self.counts[rows] += counts.reshape(rows.size, HISTOGRAM_BINS)
+        counts = counts.reshape(rows.size, HISTOGRAM_BINS)
+        if rows[-1] - rows[0] + 1 == rows.size:
+            # Consecutive rows, the usual case, are added in place through a slice.
+            target = self.counts[rows[0] : rows[-1] + 1]
+            np.add(target, counts, out=target, casting="unsafe")
+        else:
+            self.counts[rows] += counts
 
     def _realign(
         self, rows: np.ndarray, indices: np.ndarray, had_values: np.ndarray
