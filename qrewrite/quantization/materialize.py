@@ -31,6 +31,33 @@ from qrewrite.quantization.subgraphs import ScopedNames
 
 logger = logging.getLogger(__name__)
 
+# Constants with more elements than this are quantized a slice at a time, because
+# `quantize` works in float64 and allocates two arrays of its input's size. MiniLM-L6's word
+# embedding (11.7 M elements) took 188 MB at once.
+_QUANTIZE_SLICE_ELEMENTS = 1 << 20
+
+
+def _quantize_in_slices(data: np.ndarray, params: QuantParams) -> np.ndarray:
+    """Return `quantize(data, params)`, computed a slice at a time along a non-channel axis.
+
+    Each element is computed by the same float64 operations, so the result is identical.
+    Blocked parameters have a scale per block of every row, so they are not sliced.
+    """
+    channel_axis = None if params.axis is None else params.axis % max(data.ndim, 1)
+    slice_axes = [axis for axis in range(data.ndim) if axis != channel_axis]
+    small = data.size <= _QUANTIZE_SLICE_ELEMENTS
+    if small or not slice_axes or params.block_size is not None or np.ndim(params.scale) > 1:
+        return quantize(data, params)
+    axis = max(slice_axes, key=lambda candidate: data.shape[candidate])
+    length = data.shape[axis]
+    step = max(1, _QUANTIZE_SLICE_ELEMENTS * length // data.size)
+    parts = []
+    for start in range(0, length, step):
+        index: list[slice] = [slice(None)] * data.ndim
+        index[axis] = slice(start, start + step)
+        parts.append(quantize(data[tuple(index)], params))
+    return np.concatenate(parts, axis=axis)
+
 
 class _Writer:
     def __init__(self, model: ir.Model, plan: Plan, *, qdq_pair_for_constants: bool) -> None:
@@ -129,7 +156,9 @@ class _Writer:
             self.replaced_body_initializers.append(source)
         if target.constant and not pair:
             data = self.plan.constants[target.key]
-            stored = self._initializer(f"{base}_quantized", quantize(data, params), graph)
+            stored = self._initializer(
+                f"{base}_quantized", _quantize_in_slices(data, params), graph
+            )
             nodes, dequantized = self._qdq_nodes(stored, base, params, graph, with_quantize=False)
             dequantized.shape = ir.Shape(data.shape)
             self._place(nodes, None, graph)
