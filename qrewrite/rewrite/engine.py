@@ -232,10 +232,12 @@ def apply_rules(
     """Apply `rules` stage by stage and return a new model with a report per rule.
 
     `model` is an `onnx.ModelProto` or an `onnx_ir.Model`, and the result has the same
-    type. The input is never changed. When any rule matched, onnx_ir's
-    RemoveUnusedNodesPass runs afterwards. It removes nodes that no longer contribute to
-    a graph output (in subgraphs too), unused main-graph initializers, unused optional
-    outputs and trailing empty inputs, including any that the input already had.
+    type. The input is never changed. The values of the result carry the shapes and
+    types that onnx shape inference found for the final graph, unless inference failed
+    (a warning is logged). When any rule matched, onnx_ir's RemoveUnusedNodesPass runs
+    afterwards. It removes nodes that no longer contribute to a graph output (in
+    subgraphs too), unused main-graph initializers, unused optional outputs and
+    trailing empty inputs, including any that the input already had.
 
     `max_rounds` bounds the sweeps that change the model in each stage. With
     `explain=True` the report also gives, for each rule that never matched, the failure
@@ -276,6 +278,10 @@ def apply_rules(
         if explain:
             reasons.update(_explain(work, stage, recorder))
 
+    if shapes_stale:
+        # Only a RuleSet without stages gets here without a sweep.
+        infer_shapes(work)
+    # Removing nodes leaves the shapes of the remaining values valid.
     if recorder.nodes and any(recorder.nodes.values()):
         RemoveUnusedNodesPass()(work)
     forget_names(work)
