@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -501,10 +502,12 @@ def build_stages(config: QConfig) -> list[Stage]:
 
 
 def run_stages(stages: Sequence[Stage], state: State) -> State:
-    """Run `stages` in order and return the final state."""
+    """Run `stages` in order and return the final state, logging each stage's wall time."""
     for stage in stages:
         logger.debug("stage: %s", stage.name)
+        start = time.perf_counter()
         state = stage.run(state)
+        logger.debug("stage %s took %.3f s", stage.name, time.perf_counter() - start)
     return state
 
 
