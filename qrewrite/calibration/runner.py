@@ -213,6 +213,8 @@ class StatsRunner:
         self.per_sample_positions = {t: i for i, t in enumerate(raw_tensors) if t in per_sample}
 
     def _build_session(self) -> None:
+        # Release the previous session first, so two sessions never hold the weights at once.
+        self.session = None
         plan = self.plan
         stats_model, self.outputs, self.raw_outputs, self.peak_outputs = graph.build_stats_model(
             plan.model,
@@ -225,8 +227,6 @@ class StatsRunner:
         )
         source = model_source(stats_model, plan.folder)
         del stats_model
-        # Release the previous session first, so two sessions never hold the weights at once.
-        self.session = None
         options = session_options()
         options.intra_op_num_threads = self.threads
         self.session = ort.InferenceSession(source, options, providers=list(plan.providers))
