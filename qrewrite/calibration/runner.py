@@ -145,15 +145,19 @@ class StatsPlan:
 # from the next sample on.
 RAW_ELEMENTS = 4096
 RAW_MAX_ELEMENTS = 16 * RAW_ELEMENTS
-# Returned tensors wait in a buffer until it has this many elements (8 MiB of float32)
+# Returned tensors wait in a buffer until it has this many elements (16 MiB of float32)
 # or the values of RAW_BUFFER_SAMPLES samples. Then they go into the running statistics
 # together, which costs a fixed number of numpy calls per batch instead of per sample.
-# Merging is exact, so the result is the same. The sample bound keeps the buffer small
+# Merging is exact, so the result is the same. A chunk of the batch bins all values of
+# some tensors into windows of HISTOGRAM_BINS bins each, so more values per tensor cost
+# fewer bins per value: on the 1000 small ops model (512 values per tensor and sample),
+# Percentile over 32 samples took 0.34 s of CPU with 2**21 elements and 0.31 s with
+# 2**22, and peaked 6 MB higher (2-core x86_64). The sample bound keeps the buffer small
 # when the small tensors are few. PP-OCRv4 det at 256x320 returns 9,456 values per
 # sample, so the element bound alone let the buffer grow for 222 samples. The buffer is
 # allocated once with RAW_BUFFER_ELEMENTS elements, or one sample's values if more, and
 # its pages are touched only as far as samples fill it.
-RAW_BUFFER_ELEMENTS = 2**21
+RAW_BUFFER_ELEMENTS = 2**22
 RAW_BUFFER_SAMPLES = 16
 
 
