@@ -74,3 +74,34 @@ def infer_shapes(model: ir.Model) -> None:
                 value.shape = found.shape
             if found.dtype is not None:
                 value.dtype = found.dtype
+
+
+def without_large_initializers(
+    model: onnx.ModelProto, max_bytes: int = _SHAPE_INFERENCE_MAX_TENSOR_BYTES
+) -> onnx.ModelProto:
+    """Return a copy of `model` whose main-graph initializers above `max_bytes` are inputs.
+
+    Each such input has the type and shape of the initializer it replaces, so onnx shape
+    inference on the copy infers the same types and shapes, and the weight data is never
+    copied. Small initializers stay, for data propagation. `model` is not changed.
+    """
+    graph = model.graph
+    stripped = onnx.ModelProto(ir_version=model.ir_version)
+    stripped.opset_import.extend(model.opset_import)
+    stripped.functions.extend(model.functions)
+    copy = stripped.graph
+    copy.name = graph.name
+    copy.node.extend(graph.node)
+    copy.input.extend(graph.input)
+    copy.output.extend(graph.output)
+    copy.value_info.extend(graph.value_info)
+    copy.sparse_initializer.extend(graph.sparse_initializer)
+    input_names = {value.name for value in graph.input}
+    for tensor in graph.initializer:
+        if tensor.ByteSize() <= max_bytes:
+            copy.initializer.append(tensor)
+        elif tensor.name not in input_names:
+            copy.input.append(
+                onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims)
+            )
+    return stripped
