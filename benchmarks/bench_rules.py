@@ -2,10 +2,10 @@
 
 Run as `python -m benchmarks.bench_rules`. The synthetic model repeats a block that
 gives most rules something to match (Conv + BatchNormalization, a decomposed GELU,
-Clip, Split). Each model is timed once for `apply_rules(builtin_rules())` and once for
-an onnx load plus save of the same model, and the page reports time per 1,000 nodes
-and the ratio of the two. The real models come from the rapidocr_onnxruntime package
-and are skipped when it is not installed.
+Clip, Split). Each model is timed for `apply_rules(builtin_rules())` and for an onnx
+load plus save of the same model, and the page reports time per 1,000 nodes and the
+ratio of the two. The real models come from the rapidocr_onnxruntime package and are
+skipped when it is not installed.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from onnx import helper, numpy_helper
 from qrewrite.rules import builtin_rules
 
 from benchmarks._report import write_section
-from qrewrite.rewrite import apply_rules
+from qrewrite.rewrite import RewriteResult, RuleSet, apply_rules
 
 SYNTHETIC_NODES = 20_000
 # Smaller synthetic models show whether the time grows linearly with node count.
@@ -91,6 +91,12 @@ def synthetic_model(node_count: int = SYNTHETIC_NODES) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
 
 
+# Runs per real model. The table reports the fastest, because on a shared machine the
+# slower runs measure other processes: one recorded run of PP-OCR cls took twice as long
+# for the rules and for load+save alike. Synthetic models, of 3.5 s to 20 s, run once.
+REAL_MODEL_RUNS = 3
+
+
 def _load_save_seconds(model: onnx.ModelProto) -> float:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
@@ -101,14 +107,20 @@ def _load_save_seconds(model: onnx.ModelProto) -> float:
         return time.perf_counter() - start
 
 
-def measure(name: str, model: onnx.ModelProto) -> str:
-    """Return one Markdown table row for `model`."""
-    nodes = len(model.graph.node)
-    rules = builtin_rules()
+def _rewrite_seconds(model: onnx.ModelProto, rules: RuleSet) -> tuple[float, RewriteResult]:
     start = time.perf_counter()
     result = apply_rules(model, rules)
-    rewrite_seconds = time.perf_counter() - start
-    baseline = _load_save_seconds(model)
+    return time.perf_counter() - start, result
+
+
+def measure(name: str, model: onnx.ModelProto, runs: int = 1) -> str:
+    """Return one Markdown table row for `model`, with the fastest of `runs` runs."""
+    nodes = len(model.graph.node)
+    rules = builtin_rules()
+    timed = [_rewrite_seconds(model, rules) for _ in range(runs)]
+    rewrite_seconds = min(seconds for seconds, _ in timed)
+    result = timed[0][1]
+    baseline = min(_load_save_seconds(model) for _ in range(runs))
     per_thousand = rewrite_seconds / nodes * 1000
     return (
         f"| {name} | {nodes} | {result.total_matches} | {rewrite_seconds:.2f} | "
@@ -128,15 +140,16 @@ def real_models() -> list[tuple[str, onnx.ModelProto]]:
 def main() -> None:
     sizes = (*_SCALING_NODES, SYNTHETIC_NODES)
     rows = [measure(f"synthetic ({size // 20} blocks)", synthetic_model(size)) for size in sizes]
-    rows += [measure(name, model) for name, model in real_models()]
+    rows += [measure(name, model, REAL_MODEL_RUNS) for name, model in real_models()]
     table = "\n".join(
         [
             "## Rule packs",
             "",
             "`python -m benchmarks.bench_rules` applies `builtin_rules()` (every built-in rule, "
-            "default parameters) once per model. Load+save is one `onnx.load` plus one "
-            "`onnx.save` of the same model from and to a temporary folder. Each number is "
-            "one run without warm-up, so expect run-to-run variation on a shared machine.",
+            "default parameters) to each model. Load+save is one `onnx.load` plus one "
+            "`onnx.save` of the same model from and to a temporary folder. A synthetic model "
+            f"is timed once, a real model {REAL_MODEL_RUNS} times, keeping the fastest run. "
+            "There is no warm-up, so expect run-to-run variation on a shared machine.",
             "",
             "| model | nodes | matches | rules (s) | ms per 1,000 nodes | load+save (ms) | ratio |",
             "|---|---|---|---|---|---|---|",
