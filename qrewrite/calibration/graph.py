@@ -147,9 +147,13 @@ class _Builder:
 
 
 def _histogram_nodes(
-    b: _Builder, nodes: list[onnx.NodeProto], values: str, updates: str, low: str, high: str
+    b: _Builder,
+    nodes: list[onnx.NodeProto],
+    pieces: list[tuple[str, str]],
+    low: str,
+    high: str,
 ) -> tuple[str, str, str]:
-    """Append the nodes that bin `values` (finite, flat) weighted by int32 `updates`."""
+    """Append the nodes that bin the (finite, flat values, int32 weights) `pieces`."""
     f32 = np.float32
     inv_ln2 = b.const(1.0 / math.log(2.0), f32)
     span = b.node(nodes, "Sub", [high, low], "span")
@@ -171,27 +175,47 @@ def _histogram_nodes(
     width = b.node(nodes, "Pow", [b.const(2.0, f32), exponent], "width")
     inverse_width = b.node(nodes, "Reciprocal", [width], "inv_width")
     first_bin = b.node(nodes, "Floor", [b.node(nodes, "Mul", [low, inverse_width], "lo")], "b")
-    scaled = b.node(nodes, "Mul", [values, inverse_width], "scaled")
-    # NOTE: unlike `collectors.bin_index`, a tiny negative value whose product underflows
-    # to zero lands in bin 0 here instead of bin -1.
-    bins = b.node(nodes, "Floor", [scaled], "bins")
-    relative = b.node(nodes, "Sub", [bins, first_bin], "rel")
-    # Clip after the cast: a NaN (whose statistics are discarded) casts to some integer,
-    # and the clip keeps it inside the bins, so ScatterElements never fails.
-    as_int = b.node(nodes, "Cast", [relative], "rel_int", to=TensorProto.INT32)
-    last_bin = b.const(GRAPH_HISTOGRAM_BINS - 1, np.int32)
-    indices = b.node(nodes, "Clip", [as_int, b.const(0, np.int32), last_bin], "idx")
-    zeros = b.node(
+    counts = b.node(
         nodes,
         "ConstantOfShape",
         [b.shape_const([GRAPH_HISTOGRAM_BINS])],
         "zeros",
         value=numpy_helper.from_array(np.array([0], np.int32)),
     )
-    counts = b.node(
-        nodes, "ScatterElements", [zeros, indices, updates], "counts", axis=0, reduction="add"
-    )
+    for values, updates in pieces:
+        scaled = b.node(nodes, "Mul", [values, inverse_width], "scaled")
+        # NOTE: unlike `collectors.bin_index`, a tiny negative value whose product
+        # underflows to zero lands in bin 0 here instead of bin -1.
+        bins = b.node(nodes, "Floor", [scaled], "bins")
+        relative = b.node(nodes, "Sub", [bins, first_bin], "rel")
+        # Clip after the cast: a NaN (whose statistics are discarded) casts to some
+        # integer, and the clip keeps it inside the bins, so ScatterElements never fails.
+        as_int = b.node(nodes, "Cast", [relative], "rel_int", to=TensorProto.INT32)
+        last_bin = b.const(GRAPH_HISTOGRAM_BINS - 1, np.int32)
+        indices = b.node(nodes, "Clip", [as_int, b.const(0, np.int32), last_bin], "idx")
+        counts = b.node(
+            nodes, "ScatterElements", [counts, indices, updates], "counts", axis=0, reduction="add"
+        )
     return exponent, first_bin, counts
+
+
+def _split_nodes(
+    b: _Builder, nodes: list[onnx.NodeProto], flat: str, size: str, count: int
+) -> list[str]:
+    """Append the nodes that split the 1-D `flat` of `size` elements into `count` pieces.
+
+    The pieces have ceil(size / count) elements each, except the last ones, which may
+    be shorter or empty, so any size works.
+    """
+    i64 = np.int64
+    rounded_up = b.node(nodes, "Add", [size, b.const(count - 1, i64)], "rounded_up")
+    piece = b.node(nodes, "Div", [rounded_up, b.const(count, i64)], "piece")
+    offsets = b.node(nodes, "Mul", [b.shape_const(list(range(count))), piece], "offsets")
+    remaining = b.node(nodes, "Sub", [size, offsets], "remaining")
+    sizes = b.node(nodes, "Clip", [remaining, b.const(0, i64), piece], "sizes")
+    outputs = [b.names("piece") for _ in range(count)]
+    nodes.append(helper.make_node("Split", [flat, sizes], outputs, name=b.names("Split"), axis=0))
+    return outputs
 
 
 def _reduce(
@@ -226,11 +250,12 @@ def _stat_nodes(
     masked: bool,
     peak_rank: int | None = None,
     opset: int = MIN_MAX_MIN_OPSET,
+    pieces: int = 1,
 ) -> tuple[list[onnx.NodeProto], StatOutputs, str | None]:
     """Return the nodes that reduce `tensor`, the names of their outputs, and its peaks.
 
     With `peak_rank`, the third result is the output of the channel peaks. Otherwise it
-    is None.
+    is None. An unmasked histogram bins `pieces` parts of the tensor one after another.
     """
     f32, i32 = np.float32, np.int32
     nodes: list[onnx.NodeProto] = []
@@ -285,11 +310,14 @@ def _stat_nodes(
             # Non-finite elements are moved to the minimum and given weight 0.
             values = b.node(nodes, "Where", [finite, flat, low], "kept")
             weights = b.node(nodes, "Cast", [finite], "weights", to=TensorProto.INT32)
+            binned = [(values, weights)]
         else:
-            values = flat
-            shape = b.node(nodes, "Shape", [flat], "shape")
-            weights = b.node(nodes, "Expand", [b.const(1, i32), shape], "ones")
-        exponent, first_bin, counts = _histogram_nodes(b, nodes, values, weights, low, high)
+            parts = [flat] if pieces <= 1 else _split_nodes(b, nodes, flat, size, pieces)
+            binned = []
+            for part in parts:
+                shape = b.node(nodes, "Shape", [part], "shape")
+                binned.append((part, b.node(nodes, "Expand", [b.const(1, i32), shape], "ones")))
+        exponent, first_bin, counts = _histogram_nodes(b, nodes, binned, low, high)
         outputs = attrs.evolve(outputs, exponent=exponent, first_bin=first_bin, counts=counts)
     return nodes, outputs, peaks
 
@@ -314,6 +342,7 @@ def build_stats_model(
     types: dict[str, int] | None = None,
     raw_tensors: Iterable[str] = (),
     peak_ranks: Mapping[str, int] | None = None,
+    histogram_pieces: Mapping[str, int] | None = None,
 ) -> tuple[onnx.ModelProto, list[StatOutputs], dict[str, str], dict[str, str]]:
     """Return a copy of `model` whose outputs are the statistics of the given tensors.
 
@@ -325,6 +354,8 @@ def build_stats_model(
     `peak_ranks` maps tensors of rank 2 or more to their rank. Each gets a float32 output
     with its channel peaks, max |x| over all axes but the last; the fourth result maps
     each of them to that output's name.
+    `histogram_pieces` maps histogram tensors to the number of parts that are binned one
+    after another (1 when missing); see `runner.HISTOGRAM_PIECE_ELEMENTS`.
     The caller must ensure the model's opset is at least `HISTOGRAM_MIN_OPSET` when any
     histogram is requested, and at least `MIN_MAX_MIN_OPSET` otherwise.
     """
@@ -368,6 +399,7 @@ def build_stats_model(
             tensor in masked_set,
             peak_ranks.get(tensor),
             opset,
+            (histogram_pieces or {}).get(tensor, 1),
         )
         graph.node.extend(nodes)
         all_outputs.append(outputs)

@@ -67,6 +67,25 @@ def test_graph_histogram_equals_numpy_histogram():
             assert stats[tensor].histogram == Histogram().update(values), (trial, tensor)
 
 
+def test_graph_histogram_in_parts_equals_numpy_histogram(monkeypatch):
+    from qrewrite.calibration import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "RAW_ELEMENTS", -1)
+    monkeypatch.setattr(runner_module, "HISTOGRAM_PIECE_ELEMENTS", 7)
+    requests = {t: RangeRequest(CalibMethod.Percentile) for t in ("x", "doubled", "y")}
+    runner = StatsRunner.from_requests(relu_chain(shape=None), requests, options())
+    rng = np.random.default_rng(2)
+    # The first sample sets 29 parts; later ones have fewer values than parts, or more.
+    for rows in (50, 1, 3, 300, 0, 50):
+        x = rng.standard_normal((rows, 4)).astype(np.float32)
+        stats = run_sample(runner, {"x": x})
+        assert runner.pieces["x"] == 29
+        expected = {"x": x, "doubled": x * 2, "y": np.maximum(x * 2, 0)}
+        for tensor, values in expected.items():
+            histogram = stats[tensor].histogram if tensor in stats else Histogram()
+            assert histogram == Histogram().update(values), (rows, tensor)
+
+
 def test_graph_histogram_skips_nan_and_inf():
     requests = {"y": RangeRequest(CalibMethod.Entropy)}
     runner = StatsRunner.from_requests(log_model(), requests, options())
