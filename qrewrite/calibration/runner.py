@@ -148,17 +148,17 @@ RAW_MAX_ELEMENTS = 16 * RAW_ELEMENTS
 # A histogram in the graph bins its tensor in parts of at most about this many elements
 # (counted in the first sample), one ScatterElements node each. In onnxruntime 1.32 one
 # ScatterElements with reduction "add" took 3 ns per index up to 1.5 million indices and
-# 14 ns at 4 million. On PP-OCRv4 det at 768x960 (313 million values per sample), the
-# calibration graph with histograms ran 7.6 to 8.3 s per sample unsplit, 5.2 to 5.8 s in
-# parts of 2**20 and 3.8 to 5.3 s in parts of 2**18; the parts added 0.5 and 1.8 s to
-# the session build (2-core x86_64 machine shared with other jobs).
+# 14 ns at 4 million. On PP-OCRv4 det at 768x960, 313 million values per sample, the
+# calibration graph with histograms ran 7.6 to 8.3 s per sample unsplit. In parts of
+# 2**20 it ran 5.2 to 5.8 s, and in parts of 2**18 3.8 to 5.3 s, but the parts added 0.5
+# and 1.8 s to the session build (2-core x86_64 machine shared with other jobs).
 HISTOGRAM_PIECE_ELEMENTS = 2**20
 # Returned tensors wait in a buffer until it has this many elements (16 MiB of float32)
 # or the values of RAW_BUFFER_SAMPLES samples. Then they go into the running statistics
 # together, which costs a fixed number of numpy calls per batch instead of per sample.
 # Merging is exact, so the result is the same. A chunk of the batch bins all values of
 # some tensors into windows of HISTOGRAM_BINS bins each, so more values per tensor cost
-# fewer bins per value: on the 1000 small ops model (512 values per tensor and sample),
+# fewer bins per value. On the 1000 small ops model (512 values per tensor and sample),
 # Percentile over 32 samples took 0.34 s of CPU with 2**21 elements and 0.31 s with
 # 2**22, and peaked 6 MB higher (2-core x86_64). The sample bound keeps the buffer small
 # when the small tensors are few. PP-OCRv4 det at 256x320 returns 9,456 values per
