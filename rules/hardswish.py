@@ -132,12 +132,11 @@ def has_hard_swish_gate(proto: onnx.ModelProto) -> bool:
         if node.op_type != "Clip" or producers.get(node.input[0]) != "Add":
             continue
         if len(node.input) == 3:
-            bounds = (scalar(node.input[1]), scalar(node.input[2]))
+            low, high = scalar(node.input[1]), scalar(node.input[2])
         else:
-            bounds = tuple(
-                attributes[key].f if key in attributes else None for key in ("min", "max")
-            )
-        if bounds == (0.0, 6.0):
+            low = attributes["min"].f if "min" in attributes else None
+            high = attributes["max"].f if "max" in attributes else None
+        if (low, high) == (0.0, 6.0):
             return True
     return False
 

@@ -429,6 +429,8 @@ def ppocr_cls_min_cosines(**options: object) -> tuple[float, float, bool]:
     feeds = [{"x": calibration[i : i + 1]} for i in range(len(calibration))]
     expected = run_images(path, evaluation)
     results = []
+    # The measured table in docs/design.md keeps the decomposed hard swish and opset 11.
+    options = {"FuseHardSwish": False, **options}
     for algorithms in ((), (CLEConfig(),)):
         config = per_tensor_config(*algorithms, **options)
         quantized = ModelQuantizer(config).quantize_model(path, None, feeds)
