@@ -42,6 +42,7 @@ def plan_state(model: onnx.ModelProto, activation=None, weight=None, **options) 
         "PerChannelWeightsByDefault": False,
         "KeepSlowOpsFloat": False,
         "WarnSlowTypes": False,
+        "FuseHardSwish": False,
         **options,
     }
     config = QConfig(
