@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import onnx_ir as ir
 
@@ -53,8 +55,19 @@ def values_by_name(graph: ir.Graph) -> dict[str, ir.Value]:
     return found
 
 
-def main_graph_uses(value: ir.Value, graph: ir.Graph) -> list[tuple[ir.Node, int]]:
-    """Uses of `value` by nodes of `graph` itself, in graph order, excluding subgraphs."""
+def node_order(graph: ir.Graph) -> dict[int, int]:
+    """Map the id of every node of `graph` itself to its position."""
+    return {id(node): i for i, node in enumerate(graph)}
+
+
+def main_graph_uses(
+    value: ir.Value, graph: ir.Graph, order: Mapping[int, int] | None = None
+) -> list[tuple[ir.Node, int]]:
+    """Uses of `value` by nodes of `graph` itself, in graph order, excluding subgraphs.
+
+    `order` is `node_order(graph)`, which callers with many lookups compute once.
+    """
     uses = [(use.node, use.idx) for use in value.uses() if use.node.graph is graph]
-    order = {id(node): i for i, node in enumerate(graph)}
+    if order is None:
+        order = node_order(graph)
     return sorted(uses, key=lambda use: (order.get(id(use[0]), -1), use[1]))

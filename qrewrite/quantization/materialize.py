@@ -22,7 +22,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from qrewrite.model.graph_utils import main_graph_uses
+from qrewrite.model.graph_utils import main_graph_uses, node_order
 from qrewrite.model.names import NameAllocator
 from qrewrite.quantization.plan import Plan
 from qrewrite.quantization.qparams import QuantParams, quantize
@@ -80,7 +80,8 @@ class _Writer:
 
     def _initializer(self, base: str, array: np.ndarray, graph: ir.Graph) -> ir.Value:
         name = self.names.fresh(base)
-        tensor = ir.tensor(array, name=name)
+        # ir.Tensor directly: ir.tensor spends most of its time on Protocol isinstance checks.
+        tensor = ir.Tensor(array, name=name)
         value = ir.Value(
             name=name,
             const_value=tensor,
@@ -193,10 +194,12 @@ class _Writer:
             nodes[node_name].replace_input_with(index, self.dequantized[key])
 
         planned = set(self.plan.selection.input_uses)
+        # Rewiring changes no node's position, so one graph order serves every lookup.
+        order = node_order(self.graph)
         for tensor, key in sorted(self.plan.selection.output_targets.items()):
             source = self.values[tensor]
             dequantized = self.dequantized[key]
-            for node, index in main_graph_uses(source, self.graph):
+            for node, index in main_graph_uses(source, self.graph, order):
                 if id(node) in self.created or (node.name, index) in planned:
                     continue
                 node.replace_input_with(index, dequantized)
