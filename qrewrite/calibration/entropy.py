@@ -1,14 +1,25 @@
 """The Entropy method: the clipping threshold of |x| whose clipped histogram loses least.
 
 For a candidate end e (in bins of the |x| histogram), P is counts[:e] with the counts
-past e added to bin e - 1, and Q merges P into `levels` chunks and spreads each chunk's
-sum evenly over its non-empty bins. The divergence is KL(P || Q) / sum(P).
+past e added to bin e - 1, as clipping does to the values. Q is what quantization to
+`levels` steps keeps of the values inside the threshold: counts[:e] (without the counts
+past e) merged into `levels` chunks, each chunk's sum spread evenly over the bins of
+the chunk where P is non-empty. Both are normalized to sum 1, and the divergence is
+KL(P || Q). A threshold that clips many values moves mass into P's last bin that Q does
+not have, and one that keeps a long tail makes Q's chunks coarse.
 
-Q is constant over the non-empty bins of a chunk. So chunk j, with sum S_j over N_j
-non-empty bins, adds sum(p log p) - S_j log(S_j / N_j) to the divergence, where the first
-sum runs over the chunk's bins. Prefix sums of the counts, of the non-empty bins and of
-c log c give every term in constant time, so a candidate costs O(levels) instead of
-O(bins), and the candidates of many tensors are evaluated together.
+With T the total count, t the counts past e, T' = T - t, S_j the sum of chunk j in P,
+S'_j its sum in Q and N_j its non-empty bins in P, Q is S'_j / (N_j T') on those bins,
+so
+
+    KL = (sum(p log p) - sum_j S_j log(S'_j / N_j)) / T + log(T' / T)
+
+where the first sum runs over the raw counts p of P. A chunk with S_j > 0 and S'_j = 0
+(all its values lie past the end) would make the divergence infinite, so it gets
+S'_j = EMPTY_BIN_COUNT * N_j and T' grows by the same amount. Prefix sums of the
+counts, of the non-empty bins and of c log c give every term in constant time, so a
+candidate costs O(levels) instead of O(bins), and the candidates of many tensors are
+evaluated together.
 """
 
 from __future__ import annotations
@@ -40,6 +51,11 @@ NONZERO_MASK = 2**NONZERO_BITS - 1
 # `tie_tolerance` of the lowest count as equal, and the search picks the smallest end
 # among them, as an exact computation would among exact ties.
 TIE_TOLERANCE = 2.0**-36
+# The count a bin of Q gets where P has values and Q none, the smoothing that
+# onnxruntime.quantization's smooth_distribution gives an empty bin. Without it, a
+# single outlier past the threshold would make the divergence infinite and could
+# never be clipped.
+EMPTY_BIN_COUNT = 1e-4
 
 
 def _x_log_x(values: np.ndarray) -> np.ndarray:
@@ -123,24 +139,31 @@ def _divergences(
     tail = totals[:, None] - cumulative[positions]
     result = entropy_cumulative[positions]
     result += _x_log_x(last + tail) - _x_log_x(last)
-    tail_packed = (tail << NONZERO_BITS) + ((last == 0) & (tail > 0))
 
     prefix = np.take(packed, offsets[:, None, None] + edges[None, :, :])
     chunks = prefix[:, :, 1:] - prefix[:, :, :-1]
-    # The counts past the end go to bin e - 1, in the last chunk.
-    chunks[:, :, -1] += tail_packed
-    chunk_sum = (chunks >> NONZERO_BITS).astype(np.float64)
+    # Q's chunk sums leave out the counts past the end. P adds them to bin e - 1, in the
+    # last chunk, which also makes that bin non-empty.
+    kept_sum = (chunks >> NONZERO_BITS).astype(np.float64)
+    chunk_sum = kept_sum.copy()
+    chunk_sum[:, :, -1] += tail
     chunk_nonzero = (chunks & NONZERO_MASK).astype(np.float64)
-    # Chunk j subtracts S_j log(S_j / N_j). An empty chunk has S_j = N_j = 0, and the
-    # maximum with 1 makes its term 0 * log(1 / 1).
-    ratio = np.maximum(chunk_sum, 1.0)
+    chunk_nonzero[:, :, -1] += (last == 0) & (tail > 0)
+    starved = (chunk_sum > 0) & (kept_sum == 0)
+    smoothing = EMPTY_BIN_COUNT * np.where(starved, chunk_nonzero, 0.0)
+    kept_sum += smoothing
+    # Chunk j subtracts S_j log(S'_j / N_j). An empty chunk has S_j = N_j = 0, and the
+    # maxima make its term 0 * log(1 / 1).
+    ratio = np.where(starved, kept_sum, np.maximum(kept_sum, 1.0))
     ratio /= np.maximum(chunk_nonzero, 1.0)
     np.log(ratio, out=ratio)
     ratio *= chunk_sum
     result -= ratio.sum(axis=2)
+    result /= totals[:, None]
+    kept_total = totals[:, None] - tail + smoothing.sum(axis=2)
+    result += np.log(kept_total / totals[:, None])
     # A divergence is never negative, but rounding can make it slightly so.
     np.maximum(result, 0.0, out=result)
-    result /= totals[:, None]
     return result
 
 
@@ -213,13 +236,14 @@ def entropy_range(histogram: Histogram, grid: IntegerGrid) -> TensorRange:
 
     Candidate thresholds are bin edges of the |x| histogram, at most ENTROPY_CANDIDATES
     of them, evenly spaced. For each, the clipped distribution P (outliers added to the
-    last bin) is compared with Q, P merged into as many levels as the grid has on one side
-    of zero and spread back over P's non-empty bins. The range is
+    last bin) is compared with Q, the values inside the threshold merged into as many
+    levels as the grid has on one side of zero and spread back over P's non-empty bins.
+    The range is
     [max(min, -t), min(max, t)].
 
-    NOTE: Q includes the counts past the end, as P does. At the end e = levels every
-    chunk is one bin, so Q = P and the divergence is 0, the lowest possible. Whenever
-    that end is a candidate (the smallest |x| lies below it), the search returns it.
+    Q leaves out the values past the threshold, which P keeps in its last bin, so a
+    threshold that clips much of the data diverges, as in onnxruntime's and TensorRT's
+    entropy calibration.
     """
     return entropy_ranges([(histogram, grid)])[0]
 
@@ -232,13 +256,16 @@ def kl_divergences(counts: np.ndarray, ends: np.ndarray, levels: int) -> np.ndar
 
 def _kl_divergence(counts: np.ndarray, end: int, levels: int) -> float:
     """Return the divergence of one end bin by bin: the reference for the tests."""
-    reference = counts[:end].astype(np.float64)
+    kept = counts[:end].astype(np.float64)
+    reference = kept.copy()
     reference[-1] += counts[end:].sum()
     nonzero = reference > 0
     chunk = (np.arange(end) * levels) // end
-    chunk_sum = np.bincount(chunk, weights=reference, minlength=levels)
+    chunk_sum = np.bincount(chunk, weights=kept, minlength=levels)
     chunk_nonzero = np.bincount(chunk, weights=nonzero, minlength=levels)
     expanded = np.where(nonzero, chunk_sum[chunk] / np.maximum(chunk_nonzero[chunk], 1), 0.0)
-    p = reference[nonzero]
-    q = expanded[nonzero]
-    return float(np.sum(p * np.log(p / q)) / reference.sum())
+    starved = nonzero & (expanded == 0)
+    expanded[starved] = EMPTY_BIN_COUNT
+    p = reference[nonzero] / reference.sum()
+    q = expanded[nonzero] / expanded.sum()
+    return float(np.sum(p * np.log(p / q)))

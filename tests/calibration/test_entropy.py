@@ -77,3 +77,30 @@ def test_tie_tolerance_is_far_below_a_divergence_step():
     # One value moved by one bin among a million changes the divergence by about
     # 1e-6 * log(2); ties must not swallow such a change.
     assert tie_tolerance(10**6) < 1e-6 * math.log(2) / 1000
+
+
+def test_entropy_keeps_uniform_range():
+    # Clipping uniform data moves mass into P's last bin that Q lacks, so no threshold
+    # below the maximum can win.
+    values = np.random.default_rng(1).uniform(0.0, 1.0, 100_000).astype(np.float32)
+    for grid in (IntegerGrid(8, True, True), IntegerGrid(8, False, False)):
+        result = entropy_range(Histogram().update(values), grid)
+        assert result.max > 0.95
+
+
+def test_entropy_clips_gaussian_tail():
+    values = np.random.default_rng(2).standard_normal(100_000).astype(np.float32)
+    result = entropy_range(Histogram().update(values), IntegerGrid(8, True, True))
+    assert 3.0 < result.max < float(np.abs(values).max())
+    assert result.min == -result.max
+
+
+def test_entropy_keeps_spike_at_maximum():
+    # An image input whose white background sits at the maximum, as on a text page.
+    rng = np.random.default_rng(3)
+    values = np.concatenate([np.ones(80_000), rng.uniform(-1.0, 1.0, 20_000)])
+    result = entropy_range(
+        Histogram().update(values.astype(np.float32)), IntegerGrid(8, False, False)
+    )
+    assert result.max == 1.0
+    assert result.min < -0.99
