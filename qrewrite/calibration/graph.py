@@ -31,6 +31,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from qrewrite.model.shapes import without_large_initializers
+
 # Bins of a canonical histogram. 2048 matches the default of onnxruntime's percentile
 # calibrator; more bins cost transfer time per sample and merge time in Python.
 HISTOGRAM_BINS = 2048
@@ -99,12 +101,14 @@ class _Names:
 def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     """Map every typed value of the main graph to its ONNX element type."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(without_large_initializers(model))
     except (onnx.shape_inference.InferenceError, ValueError):
         inferred = model
     graph = inferred.graph
     types = {}
-    for value in (*graph.input, *graph.value_info, *graph.output):
+    # The copy lists the large initializers as inputs after the model's own inputs.
+    inputs = graph.input[: len(model.graph.input)]
+    for value in (*inputs, *graph.value_info, *graph.output):
         if value.type.HasField("tensor_type"):
             types[value.name] = value.type.tensor_type.elem_type
     return types
@@ -444,9 +448,8 @@ def static_sizes(model: onnx.ModelProto, sample: dict[str, object]) -> dict[str,
     The graph inputs get the sample's concrete shapes before shape inference runs, so
     dynamic axes resolve wherever the ops allow it.
     """
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
-    for value in fixed.graph.input:
+    fixed = without_large_initializers(model)
+    for value in fixed.graph.input[: len(model.graph.input)]:
         array = sample.get(value.name)
         if array is None or not value.type.HasField("tensor_type"):
             continue
@@ -460,7 +463,8 @@ def static_sizes(model: onnx.ModelProto, sample: dict[str, object]) -> dict[str,
     except (onnx.shape_inference.InferenceError, ValueError):
         return {}
     sizes = {}
-    for value in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+    inputs = inferred.graph.input[: len(model.graph.input)]
+    for value in (*inputs, *inferred.graph.value_info, *inferred.graph.output):
         tensor_type = value.type.tensor_type
         if not value.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
             continue
