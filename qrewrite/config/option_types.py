@@ -22,16 +22,18 @@ class FrozenDict(Mapping[Any, Any]):
     """An immutable mapping with a stable order (keys sorted by their text)."""
 
     items_: tuple[tuple[Any, Any], ...]
+    # A dict of items_ for lookups: calibration reads options thousands of times.
+    _lookup: dict[Any, Any] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_lookup", dict(self.items_))
 
     @classmethod
     def of(cls, mapping: Mapping[Any, Any]) -> FrozenDict:
         return cls(tuple(sorted(mapping.items(), key=lambda kv: str(kv[0]))))
 
     def __getitem__(self, key: Any) -> Any:
-        for k, v in self.items_:
-            if k == key:
-                return v
-        raise KeyError(key)
+        return self._lookup[key]
 
     def __iter__(self) -> Iterator[Any]:
         return (k for k, _ in self.items_)
