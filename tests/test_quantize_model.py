@@ -412,3 +412,26 @@ def test_bias_with_its_own_scale_when_not_adjusted() -> None:
     # Per channel, like the weight: each bias value sets its own channel's scale.
     np.testing.assert_allclose(b_scale, np.abs(bias) / (2**31 - 1), rtol=1e-6)
     assert min_cosine(model, quantized, FEEDS[:3]) > 0.99
+
+
+def test_exclude_names_conv_folded_with_batchnorm():
+    rng = np.random.default_rng(11)
+    initializers = [
+        tensor("w", rng.normal(size=(4, 3, 3, 3)).astype(np.float32)),
+        tensor("scale", rng.uniform(0.5, 2.0, 4).astype(np.float32)),
+        tensor("shift", rng.normal(size=4).astype(np.float32)),
+        tensor("mean", rng.normal(size=4).astype(np.float32)),
+        tensor("var", rng.uniform(0.5, 2.0, 4).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="stem_conv"),
+        helper.make_node("BatchNormalization", ["c", "scale", "shift", "mean", "var"], ["y"]),
+    ]
+    model = make_model(nodes, [("x", [1, 3, 8, 8])], ["y"], initializers)
+    config = QConfig(exclude=["stem_conv"], PrintSummary=False)
+
+    quantized = ModelQuantizer(config).quantize_model(model, None, samples({"x": [1, 3, 8, 8]}, 2))
+
+    conv = [node for node in quantized.graph.node if node.op_type == "Conv"]
+    assert [node.name for node in conv] == ["stem_conv"]
+    assert not [node for node in quantized.graph.node if node.op_type == "DequantizeLinear"]

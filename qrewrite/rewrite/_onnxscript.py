@@ -6,6 +6,9 @@ changes in this file only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import onnx_ir as ir
 from onnxscript.rewriter import MatchingTracer, MatchResult, RewriteRule, RewriteRuleSet
 from onnxscript.rewriter._basics import MatchFailureError, MatchStatus
 from onnxscript.rewriter._pattern_ir import OpPatternBuilder, StringPattern
@@ -30,7 +33,30 @@ class RootFilteredRule(RewriteRule):
             root.op.matches(node.op_type) and root.domain.matches(node.domain)
         ):
             return None
-        return super().try_rewrite(model, graph_or_function, node, **kwargs)
+        replacement = super().try_rewrite(model, graph_or_function, node, **kwargs)
+        if replacement is not None:
+            carry_names(replacement.match.nodes, replacement.new_nodes)
+        return replacement
+
+
+def carry_names(matched: Sequence[ir.Node], created: Sequence[ir.Node]) -> None:
+    """Give a created node the name of the matched node it replaces, where that is clear.
+
+    Where exactly one matched node and exactly one created node share an op type and
+    domain (the Conv of a Conv + BatchNormalization fold, say), the created node takes
+    the matched node's name. The rewriter removes every matched node, so the name stays
+    unique, and names that users wrote in exclude lists or layer configs keep matching.
+    """
+    old: dict[tuple[str, str], list[ir.Node]] = {}
+    new: dict[tuple[str, str], list[ir.Node]] = {}
+    for node in matched:
+        old.setdefault((node.domain, node.op_type), []).append(node)
+    for node in created:
+        new.setdefault((node.domain, node.op_type), []).append(node)
+    for key, nodes in new.items():
+        sources = old.get(key, [])
+        if len(nodes) == 1 and len(sources) == 1 and sources[0].name:
+            nodes[0].name = sources[0].name
 
 
 def commuted_variants(rule: RewriteRule) -> list[RootFilteredRule]:

@@ -197,3 +197,13 @@ def test_wrong_fold_is_caught(case):
     )
     with pytest.raises(AssertionError):
         assert_rewrite(model, RuleSet.of(wrong), {"FoldBatchNorm": blocks}, wrong.contract)
+
+
+def test_fold_keeps_conv_name():
+    model = _conv_bn_model()
+    model.graph.node[0].name = "stem_conv"
+
+    result = apply_rules(model, FOLD)
+
+    assert op_types(result.model) == ["Conv"]
+    assert result.model.graph.node[0].name == "stem_conv"
