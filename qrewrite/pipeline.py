@@ -179,7 +179,9 @@ def convert_to_target_opset(state: State) -> State:
     fusion = None
     if options.OptimizeModel and options.FuseHardSwish and has_hard_swish_gate(state.proto):
         fusion = "FuseHardSwish can fuse the decomposed hard swish"
-    return attrs.evolve(state, proto=convert_for_config(state.proto, state.config, fusion))
+    proto, note = convert_for_config(state.proto, state.config, fusion)
+    notes = state.notes if note is None else (*state.notes, note)
+    return attrs.evolve(state, proto=proto, notes=notes)
 
 
 def apply_float_rules(state: State) -> State:

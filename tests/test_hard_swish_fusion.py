@@ -63,10 +63,16 @@ def test_fusion_raises_opset_to_14(caplog):
     assert default_opset(quantized) == 14
     assert len(nodes_of(quantized, "HardSwish")) == 1
     assert not nodes_of(quantized, "Clip")
-    assert "from 12 to 14 because FuseHardSwish" in caplog.text
+    assert "opset 12 -> 14: FuseHardSwish" in caplog.text
     reference = run(model, feed)[0]
     error = np.abs(run(quantized, feed)[0] - reference).max()
     assert error < 0.05 * np.abs(reference).max()
+
+
+def test_summary_states_opset_change(capsys):
+    quantize(cpu_config(PrintSummary=True))
+
+    assert "opset 12 -> 14: FuseHardSwish" in capsys.readouterr().out
 
 
 def test_fusion_off_keeps_decomposed_form():

@@ -87,13 +87,14 @@ def target_opset(proto: onnx.ModelProto, config: QConfig) -> tuple[int, str | No
 
 def convert_for_config(
     proto: onnx.ModelProto, config: QConfig, fusion_reason: str | None
-) -> onnx.ModelProto:
-    """Return the model at the opset the config needs, or at 14 for a fusion.
+) -> tuple[onnx.ModelProto, str | None]:
+    """Return the model at the opset the config needs, or at 14 for a fusion, and a note.
 
     `fusion_reason` names a float-graph fusion that needs HardSwish (opset 14), or is
     None. When the config needs a lower opset and ConvertOpsetVersion is not set, the
     model is converted to 14 instead. If that conversion fails, the fusion is not
-    worth an error: the model goes to the opset the config needs, as without it.
+    worth an error: the model goes to the opset the config needs, as without it. The
+    note says how the opset changed and why, and is None when it did not change.
     """
     current = model_opset(proto)
     target, reason = target_opset(proto, config)
@@ -108,16 +109,14 @@ def convert_for_config(
         except ModelInputError as error:
             logger.info("not raising the opset for %s: %s", fusion_reason, error)
         else:
-            logger.info(
-                "raising the opset from %d to %d because %s",
-                current,
-                HARD_SWISH_OPSET,
-                fusion_reason,
-            )
-            return converted
-    if target != current:
-        logger.info("converting the model from opset %d to %d: %s", current, target, reason)
-    return convert_opset(proto, target)
+            note = f"opset {current} -> {HARD_SWISH_OPSET}: {fusion_reason}"
+            logger.info("%s", note)
+            return converted, note
+    if target == current:
+        return proto, None
+    note = f"opset {current} -> {target}: {reason}"
+    logger.info("%s", note)
+    return convert_opset(proto, target), note
 
 
 def convert_opset(proto: onnx.ModelProto, target: int) -> onnx.ModelProto:
