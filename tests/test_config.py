@@ -171,3 +171,18 @@ def test_unavailable_provider_rejected() -> None:
 def test_options_page_is_current() -> None:
     page = Path(__file__).resolve().parent.parent / "docs" / "options.md"
     assert page.read_text() == render(), "run: python -m qrewrite.config.docs > docs/options.md"
+
+
+def test_spec_field_as_option_names_fix():
+    with pytest.raises(ConfigError, match="field of a data-type spec") as caught:
+        QConfig(calibration_method="Entropy")
+    assert "UInt8Spec(calibration_method=...)" in str(caught.value)
+
+
+def test_spec_field_names_match_spec_class():
+    import attrs
+
+    from qrewrite.config.extra_options import _SPEC_FIELDS
+    from qrewrite.config.spec import QTensorConfig
+
+    assert {field.name for field in attrs.fields(QTensorConfig)} == _SPEC_FIELDS

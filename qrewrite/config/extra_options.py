@@ -12,6 +12,11 @@ from qrewrite.config.option_types import FrozenDict, OptionTypeError
 from qrewrite.config.registry import NPU_CNN_DEFAULTS, OPTIONS
 from qrewrite.errors import ConfigError, NotBuiltError
 
+# The fields of QTensorConfig, which users sometimes pass where options go.
+_SPEC_FIELDS = frozenset(
+    {"symmetric", "scale_type", "calibration_method", "quant_granularity", "group_size"}
+)
+
 
 def suggest_key(key: str, known: list[str]) -> str:
     """Return ' Did you mean X?' for the nearest known key, or an empty string."""
@@ -49,6 +54,12 @@ class ExtraOptions:
         """
         known = list(OPTIONS)
         for key in kwargs:
+            if key in _SPEC_FIELDS:
+                raise ConfigError(
+                    f"{key!r} is a field of a data-type spec, not an option: set it on the "
+                    f"specs, as in global_config=QLayerConfig(activation=UInt8Spec({key}=...), "
+                    "weight=Int8Spec(...))"
+                )
             if key not in OPTIONS:
                 raise ConfigError(f"unknown option {key!r}.{suggest_key(key, known)}")
 
