@@ -219,6 +219,7 @@ def samples_from(
         count += 1
     if count == 0:
         raise CalibrationDataError(
-            "the calibration data reader yielded no samples; calibration needs at least one"
+            "the calibration data (a list, a reader or a file) has no samples; calibration needs "
+            "at least one"
         )
     logger.debug("read %d calibration samples", count)
