@@ -435,3 +435,44 @@ def test_exclude_names_conv_folded_with_batchnorm():
     conv = [node for node in quantized.graph.node if node.op_type == "Conv"]
     assert [node.name for node in conv] == ["stem_conv"]
     assert not [node for node in quantized.graph.node if node.op_type == "DequantizeLinear"]
+
+
+def _large_weight_model():
+    rng = np.random.default_rng(12)
+    weight = tensor("w", rng.normal(size=(64, 64)).astype(np.float32))
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="matmul")]
+    return make_model(nodes, [("x", [2, 64])], ["y"], [weight])
+
+
+def test_calibration_weights_file_removed(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    seen = []
+
+    class Reader:
+        def __init__(self):
+            self.feeds = iter(samples({"x": [2, 64]}, 3))
+
+        def get_next(self):
+            seen.extend(path.name for path in scratch.glob("*/*"))
+            return next(self.feeds, None)
+
+    config = QConfig(TmpDir=str(scratch), PrintSummary=False)
+    quantized = ModelQuantizer(config).quantize_model(_large_weight_model(), None, Reader())
+
+    # The 16 KiB weight went to a data file next to a weight-free model during calibration.
+    assert "model.onnx.data" in seen
+    assert list(scratch.iterdir()) == []
+    assert nodes_of(quantized, "DequantizeLinear")
+
+
+def test_calibration_weights_file_removed_on_error(tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    bad = [{"x": np.full((2, 64), np.nan, np.float32)}] * 2
+    config = QConfig(TmpDir=str(scratch), PrintSummary=False)
+
+    with pytest.raises(CalibrationDataError):
+        ModelQuantizer(config).quantize_model(_large_weight_model(), None, bad)
+
+    assert list(scratch.iterdir()) == []

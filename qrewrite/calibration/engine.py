@@ -59,6 +59,7 @@ def collect(
     options: Any,
     histogram_tensors: Iterable[str] = (),
     peak_ranks: Mapping[str, int] | None = None,
+    data_folder: str | None = None,
 ) -> dict[str, TensorCollector]:
     """Run every sample once and return the merged statistics of each requested tensor.
 
@@ -74,7 +75,7 @@ def collect(
     }
     progress = tqdm(samples, desc="calibration", unit="sample", disable=_progress_disabled())
     with tempfile.TemporaryDirectory(prefix="qrewrite-calib-", dir=options.TmpDir) as folder:
-        plan = StatsPlan.create(model, collectors, options, folder, peak_ranks)
+        plan = StatsPlan.create(model, collectors, options, folder, peak_ranks, data_folder)
         if options.CalibWorkerNum > 1:
             from qrewrite.calibration.workers import collect_in_workers
 
@@ -112,6 +113,7 @@ def calibrate_with_channel_peaks(
     options: Any,
     peak_ranks: Mapping[str, int],
     histogram_folder: str | os.PathLike[str] | None = None,
+    data_folder: str | None = None,
 ) -> tuple[dict[str, TensorRange], dict[str, np.ndarray]]:
     """Return the calibrated ranges and channel peaks after one pass over `samples`.
 
@@ -155,7 +157,9 @@ def calibrate_with_channel_peaks(
         return load_ranges(range_file, range_requests), {}
 
     figure_tensors = list(range_requests) if options.SaveTensorHistFig else []
-    collectors = collect(model, range_requests, samples, options, figure_tensors, peak_ranks)
+    collectors = collect(
+        model, range_requests, samples, options, figure_tensors, peak_ranks, data_folder
+    )
     for tensor in range_requests:
         _warn_about_values(tensor, collectors[tensor].min_max)
     ranges = compute_ranges(collectors, range_requests, options)

@@ -107,6 +107,8 @@ class StatsPlan:
     per_sample_tensors: tuple[str, ...] = ()
     # Tensor -> rank, for the tensors whose channel peaks are collected.
     peak_ranks: dict[str, int] = attrs.field(factory=dict, eq=False)
+    # Folder of the model's external data files, which onnxruntime reads them from.
+    data_folder: str | None = None
 
     @classmethod
     def create(
@@ -116,6 +118,7 @@ class StatsPlan:
         options: Any,
         folder: str | None = None,
         peak_ranks: Mapping[str, int] | None = None,
+        data_folder: str | None = None,
     ) -> StatsPlan:
         """Plan the statistics `collectors` need, and channel peaks of `peak_ranks`' tensors."""
         histograms = tuple(t for t, c in collectors.items() if c.histogram is not None)
@@ -136,6 +139,7 @@ class StatsPlan:
             folder,
             per_sample,
             dict(peak_ranks or {}),
+            data_folder,
         )
 
 
@@ -247,6 +251,10 @@ class StatsRunner:
         source = model_source(stats_model, plan.folder)
         del stats_model
         options = session_options()
+        if plan.data_folder is not None:
+            options.add_session_config_entry(
+                "session.model_external_initializers_file_folder_path", plan.data_folder
+            )
         options.intra_op_num_threads = self.threads
         self.session = ort.InferenceSession(source, options, providers=list(plan.providers))
         self.output_names = [name for o in self.outputs for name in o.names()]
