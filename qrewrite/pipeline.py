@@ -380,7 +380,7 @@ def _calibrate_proto(
     if state.config.options.KeepOutlierTensorsFloat:
         peak_ranks = channel_peak_ranks(state.model.graph, requests)
     try:
-        ranges, channel_peaks = calibrate_with_channel_peaks(
+        calibration = calibrate_with_channel_peaks(
             proto,
             requests,
             samples,
@@ -397,9 +397,15 @@ def _calibrate_proto(
             f"onnxruntime could not run the model on a calibration sample: {detail}; check "
             "that the samples have the shapes and value ranges the model expects"
         ) from error
+    channel_peaks: dict[str, Any] | None = calibration.channel_peaks
     if not state.config.options.KeepOutlierTensorsFloat:
-        return attrs.evolve(state, ranges=dict(ranges), channel_peaks=None)
-    return attrs.evolve(state, ranges=dict(ranges), channel_peaks=channel_peaks)
+        channel_peaks = None
+    return attrs.evolve(
+        state,
+        ranges=dict(calibration.ranges),
+        channel_peaks=channel_peaks,
+        notes=(*state.notes, *calibration.notes),
+    )
 
 
 def plan_parameters(state: State) -> State:

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import onnx
 from tqdm import tqdm
@@ -24,6 +25,21 @@ from qrewrite.calibration.tensor_collector import TensorCollector, absorb, empty
 from qrewrite.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+
+# A range whose end lies below this fraction of the observed extreme on the same side
+# counts as clipped in the summary.
+CLIPPED_FRACTION = 0.5
+# Tensors the clipping note names, the most clipped first.
+CLIPPED_EXAMPLES = 3
+
+
+@attrs.frozen
+class Calibration:
+    """Ranges, channel peaks and summary notes of one calibration pass."""
+
+    ranges: dict[str, TensorRange]
+    channel_peaks: dict[str, np.ndarray]
+    notes: tuple[str, ...] = ()
 
 
 def _progress_disabled() -> bool:
@@ -100,10 +116,8 @@ def calibrate(
 
     See `calibrate_with_channel_peaks`, which this calls without channel peaks.
     """
-    ranges, _ = calibrate_with_channel_peaks(
-        model, requests, samples, options, {}, histogram_folder
-    )
-    return ranges
+    result = calibrate_with_channel_peaks(model, requests, samples, options, {}, histogram_folder)
+    return result.ranges
 
 
 def calibrate_with_channel_peaks(
@@ -114,7 +128,7 @@ def calibrate_with_channel_peaks(
     peak_ranks: Mapping[str, int],
     histogram_folder: str | os.PathLike[str] | None = None,
     data_folder: str | None = None,
-) -> tuple[dict[str, TensorRange], dict[str, np.ndarray]]:
+) -> Calibration:
     """Return the calibrated ranges and channel peaks after one pass over `samples`.
 
     `requests` maps tensor names of the main graph (graph inputs and node outputs) to a
@@ -126,11 +140,12 @@ def calibrate_with_channel_peaks(
     missing one is written after calibration. With SaveTensorHistFig, one PNG per tensor
     goes to `histogram_folder` (see `figures.histogram_folder_for`), which is then required.
 
-    `peak_ranks` maps requested tensors to their rank, at least 2. The second result maps
+    `peak_ranks` maps requested tensors to their rank, at least 2. `channel_peaks` maps
     each of them to its channel peaks: max |x| over all axes but the last, a float32
     vector, over all samples. Tensors whose last axis changed length between samples are
     left out, and so is every tensor when the ranges come from TensorsRangeFile.
-    The peaks come from the same onnxruntime run as the ranges.
+    The peaks come from the same onnxruntime run as the ranges. `notes` names the tensors
+    whose range clips them to under CLIPPED_FRACTION of what the samples reached.
     """
     from qrewrite.calibration.methods import compute_ranges
 
@@ -147,14 +162,14 @@ def calibrate_with_channel_peaks(
             "model path, or set SaveTensorHistFig=False"
         )
     if not range_requests:
-        return {}, {}
+        return Calibration({}, {})
 
     range_file = options.TensorsRangeFile
     if range_file is not None and Path(range_file).exists():
         logger.info("loading tensor ranges from %s instead of calibrating", range_file)
         if options.SaveTensorHistFig:
             logger.warning("SaveTensorHistFig: no histograms, because ranges were loaded")
-        return load_ranges(range_file, range_requests), {}
+        return Calibration(load_ranges(range_file, range_requests), {})
 
     figure_tensors = list(range_requests) if options.SaveTensorHistFig else []
     collectors = collect(
@@ -175,7 +190,45 @@ def calibrate_with_channel_peaks(
         channel_peaks = collector.channel_peaks
         if channel_peaks is not None and channel_peaks.peaks is not None:
             peaks[tensor] = channel_peaks.peaks
-    return ranges, peaks
+    observed = {tensor: collectors[tensor].min_max for tensor in range_requests}
+    note = clipping_note(ranges, observed)
+    if note is not None:
+        logger.warning("%s", note)
+    return Calibration(ranges, peaks, () if note is None else (note,))
+
+
+def clipping_note(ranges: Mapping[str, TensorRange], observed: Mapping[str, MinMax]) -> str | None:
+    """Return a note on the tensors whose range cuts off much of what the samples reached.
+
+    A side counts as clipped when the range ends below CLIPPED_FRACTION of the observed
+    extreme on that side. The note names the most clipped tensors, or is None.
+    """
+    clipped: list[tuple[float, str, float, float]] = []
+    for tensor, stats in observed.items():
+        tensor_range = ranges.get(tensor)
+        if tensor_range is None or stats.count == 0:
+            continue
+        kept = 1.0
+        if stats.max > 0:
+            kept = min(kept, max(tensor_range.max, 0.0) / stats.max)
+        if stats.min < 0:
+            kept = min(kept, max(-tensor_range.min, 0.0) / -stats.min)
+        if kept < CLIPPED_FRACTION:
+            extreme = stats.max if stats.max >= -stats.min else stats.min
+            end = tensor_range.max if extreme > 0 else tensor_range.min
+            clipped.append((kept, tensor, extreme, end))
+    if not clipped:
+        return None
+    clipped.sort()
+    examples = ", ".join(
+        f"{tensor!r} {extreme:.3g} -> {end:.3g}"
+        for _, tensor, extreme, end in clipped[:CLIPPED_EXAMPLES]
+    )
+    return (
+        f"calibration clipped {len(clipped)} of {len(observed)} tensors to under "
+        f"{CLIPPED_FRACTION:.0%} of the values the samples reached ({examples}); if accuracy "
+        "drops, compare with MinMax calibration or measure it with EvalMetrics (--eval-data)"
+    )
 
 
 def _warn_about_values(tensor: str, stats: MinMax) -> None:

@@ -30,9 +30,10 @@ def test_peaks_match_numpy():
     samples = random_samples([(2, 3, 16), (1, 3, 16), (3, 3, 16)])
     requests = {"x": MINMAX, "doubled": PERCENTILE, "y": MINMAX}
 
-    ranges, peaks = calibrate_with_channel_peaks(
+    result = calibrate_with_channel_peaks(
         model, requests, samples, options(), {"doubled": 3, "y": 3}
     )
+    ranges, peaks = result.ranges, result.channel_peaks
 
     doubled = np.concatenate([2 * s["x"] for s in samples])
     assert set(peaks) == {"doubled", "y"}
@@ -46,9 +47,9 @@ def test_peaks_with_worker_processes():
     model = relu_chain([None, 3, 16])
     samples = random_samples([(2, 3, 16), (1, 3, 16), (3, 3, 16), (1, 3, 16)])
 
-    _, peaks = calibrate_with_channel_peaks(
+    peaks = calibrate_with_channel_peaks(
         model, {"doubled": MINMAX}, samples, options(CalibWorkerNum=2), {"doubled": 3}
-    )
+    ).channel_peaks
 
     doubled = np.concatenate([2 * s["x"] for s in samples])
     np.testing.assert_array_equal(peaks["doubled"], np.abs(doubled).max(axis=(0, 1)))
@@ -58,7 +59,8 @@ def test_peaks_leave_out_varying_last_axis():
     model = relu_chain([1, None])
     samples = random_samples([(1, 8), (1, 9)])
 
-    ranges, peaks = calibrate_with_channel_peaks(model, {"y": MINMAX}, samples, options(), {"y": 2})
+    result = calibrate_with_channel_peaks(model, {"y": MINMAX}, samples, options(), {"y": 2})
+    ranges, peaks = result.ranges, result.channel_peaks
 
     assert peaks == {}
     expected = max(float(np.maximum(2 * s["x"], 0).max()) for s in samples)
@@ -71,9 +73,9 @@ def test_peaks_from_range_file_are_empty(tmp_path):
     range_file = tmp_path / "ranges.json"
     calibrate(model, {"y": MINMAX}, samples, options(TensorsRangeFile=str(range_file)))
 
-    _, peaks = calibrate_with_channel_peaks(
+    peaks = calibrate_with_channel_peaks(
         model, {"y": MINMAX}, samples, options(TensorsRangeFile=str(range_file)), {"y": 2}
-    )
+    ).channel_peaks
 
     assert peaks == {}
 
@@ -106,3 +108,29 @@ def test_channel_peaks_merge_equals_updates():
     assert ChannelPeaks().update(first).update(second).peaks.tolist() == merged.peaks.tolist()
     assert ChannelPeaks().update(first).update(np.ones(2)).varying
     assert ChannelPeaks(None, True).merge(ChannelPeaks().update(first)).peaks is None
+
+
+def test_clipping_note_names_clipped_tensors():
+    from qrewrite.calibration.collectors import MinMax
+    from qrewrite.calibration.engine import clipping_note
+    from qrewrite.calibration.ranges import TensorRange
+
+    observed = {
+        "kept": MinMax(count=10, min=-1.0, max=1.0),
+        "tail": MinMax(count=10, min=0.0, max=30.0),
+        "low": MinMax(count=10, min=-8.0, max=1.0),
+    }
+    ranges = {
+        "kept": TensorRange(-0.9, 0.9),
+        "tail": TensorRange(0.0, 8.0),
+        "low": TensorRange(-2.0, 1.0),
+    }
+
+    note = clipping_note(ranges, observed)
+
+    assert note is not None
+    assert note.startswith("calibration clipped 2 of 3 tensors")
+    assert "'low' -8 -> -2" in note
+    assert "'tail' 30 -> 8" in note
+    assert "'kept'" not in note
+    assert clipping_note({"kept": ranges["kept"]}, {"kept": observed["kept"]}) is None
