@@ -120,10 +120,7 @@ def evaluate(
         )
         for name in names
     )
-    report = EvalReport(outputs=outputs, samples=count)
-    for line in report.lines():
-        logger.info("%s", line)
-    return report
+    return EvalReport(outputs=outputs, samples=count)
 
 
 def evaluate_with_options(
@@ -136,4 +133,8 @@ def evaluate_with_options(
     # CalibDataSize caps the calibration samples, not an evaluation set of its own.
     capped = options.EvalDataReader is None
     samples = samples_from(source, float_model, options, capped=capped)
-    return evaluate(float_model, quantized, samples, list(options.ExecutionProviders))
+    report = evaluate(float_model, quantized, samples, list(options.ExecutionProviders))
+    if not options.prints_summary():
+        for line in report.lines():
+            logger.info("%s", line)
+    return report

@@ -602,7 +602,7 @@ def quantize(
             )
 
         summary = summarize(state.model, state.plan, size_before, proto.ByteSize(), notes)
-        if config.options.PrintSummary and not config.options.CryptoMode:
+        if config.options.prints_summary():
             print(summary.format())
         selection = state.plan.selection
         logger.info(
@@ -636,7 +636,8 @@ def _nothing_quantized_notes(state: State) -> tuple[str, ...]:
             f"; {in_bodies} Conv, Gemm or MatMul node(s) sit inside If, Loop or Scan bodies, "
             "which EnableSubgraph=True quantizes"
         )
-    logger.warning("%s", message)
+    if not state.config.options.prints_summary():
+        logger.warning("%s", message)
     return (message,)
 
 

@@ -317,7 +317,17 @@ def test_int8_activations_warn_and_stay_int8(
         quantized = quantize(conv_relu_conv(), int8)
 
     out = capsys.readouterr().out
+    # The printed summary carries the note, so it is not logged a second time.
     assert "WarnSlowTypes:" in out
+    assert not any("WarnSlowTypes" in record.getMessage() for record in caplog.records)
+    quiet = QConfig(
+        QLayerConfig(activation=Int8Spec(), weight=Int8Spec()),
+        LogSeverityLevel=2,
+        PrintSummary=False,
+    )
+    with caplog.at_level(logging.WARNING, logger="qrewrite"):
+        quantize(conv_relu_conv(), quiet)
+    assert "WarnSlowTypes:" not in capsys.readouterr().out
     assert any("WarnSlowTypes" in record.getMessage() for record in caplog.records)
     quantize_types = {
         node.output[0]: node for node in nodes_of(quantized, "QuantizeLinear")

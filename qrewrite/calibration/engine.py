@@ -192,7 +192,7 @@ def calibrate_with_channel_peaks(
             peaks[tensor] = channel_peaks.peaks
     observed = {tensor: collectors[tensor].min_max for tensor in range_requests}
     note = clipping_note(ranges, observed)
-    if note is not None:
+    if note is not None and not options.prints_summary():
         logger.warning("%s", note)
     return Calibration(ranges, peaks, () if note is None else (note,))
 

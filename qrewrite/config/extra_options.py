@@ -80,6 +80,13 @@ class ExtraOptions:
         except KeyError:
             raise AttributeError(f"no option {name!r}.{suggest_key(name, list(OPTIONS))}") from None
 
+    def prints_summary(self) -> bool:
+        """Return whether quantize_model prints the summary, which then carries every note.
+
+        A note that the summary prints need not be logged as well.
+        """
+        return bool(self.values["PrintSummary"]) and not self.values["CryptoMode"]
+
     def changed(self) -> dict[str, Any]:
         """Return the options whose value differs from the default."""
         return {

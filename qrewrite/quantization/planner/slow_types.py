@@ -50,5 +50,6 @@ def warn_slow_types(context: PlannerContext) -> Selection:
         "runs slower on CPU than uint8 and often slower than float; UInt8Spec activations "
         "(qrewrite.recommended_config(), or --activation-type UInt8) run faster"
     )
-    logger.warning("%s", note)
+    if not context.config.options.prints_summary():
+        logger.warning("%s", note)
     return attrs.evolve(selection, notes=(*selection.notes, note))
