@@ -14,12 +14,21 @@ from tests.qmodels import make_model, nodes_of, run, samples, tensor
 SHAPE = [1, 4, 6, 6]
 
 
-def conv_hard_swish_model(opset: int = 12):
-    """Conv -> x * Clip(x + 3, 0, 6) / 6 -> Conv, as PaddlePaddle exports it."""
+def conv_hard_swish_model(opset: int = 12, depthwise_after: bool = False):
+    """Conv -> x * Clip(x + 3, 0, 6) / 6 -> Conv, as PaddlePaddle exports it.
+
+    With `depthwise_after`, the second Conv is a 3x3 depthwise Conv of 4 channels.
+    """
     rng = np.random.default_rng(3)
+    if depthwise_after:
+        second = tensor("w2", rng.normal(size=(4, 1, 3, 3)).astype(np.float32))
+        second_conv = {"group": 4, "pads": [1, 1, 1, 1]}
+    else:
+        second = tensor("w2", rng.normal(size=(4, 4, 1, 1)).astype(np.float32))
+        second_conv = {}
     initializers = [
         tensor("w1", rng.normal(size=(4, 4, 3, 3)).astype(np.float32)),
-        tensor("w2", rng.normal(size=(4, 4, 1, 1)).astype(np.float32)),
+        second,
         tensor("three", np.array(3.0, np.float32)),
         tensor("zero", np.array(0.0, np.float32)),
         tensor("six", np.array(6.0, np.float32)),
@@ -30,7 +39,7 @@ def conv_hard_swish_model(opset: int = 12):
         helper.make_node("Clip", ["shifted", "zero", "six"], ["clipped"], name="clip"),
         helper.make_node("Mul", ["c1", "clipped"], ["product"], name="mul"),
         helper.make_node("Div", ["product", "six"], ["swished"], name="div"),
-        helper.make_node("Conv", ["swished", "w2"], ["y"], name="conv2"),
+        helper.make_node("Conv", ["swished", "w2"], ["y"], name="conv2", **second_conv),
     ]
     return make_model(nodes, [("x", SHAPE)], ["y"], initializers, opset=opset)
 
@@ -117,27 +126,11 @@ def test_fusion_from_other_opsets(opset):
 
 
 def test_depthwise_conv_after_hard_swish_runs_float():
-    rng = np.random.default_rng(5)
-    initializers = [
-        tensor("w1", rng.normal(size=(4, 4, 1, 1)).astype(np.float32)),
-        tensor("dw", rng.normal(size=(4, 1, 3, 3)).astype(np.float32)),
-        tensor("three", np.array(3.0, np.float32)),
-        tensor("zero", np.array(0.0, np.float32)),
-        tensor("six", np.array(6.0, np.float32)),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1"),
-        helper.make_node("Add", ["c1", "three"], ["shifted"], name="add"),
-        helper.make_node("Clip", ["shifted", "zero", "six"], ["clipped"], name="clip"),
-        helper.make_node("Mul", ["c1", "clipped"], ["product"], name="mul"),
-        helper.make_node("Div", ["product", "six"], ["swished"], name="div"),
-        helper.make_node("Conv", ["swished", "dw"], ["y"], group=4, pads=[1, 1, 1, 1], name="dw"),
-    ]
-    model = make_model(nodes, [("x", SHAPE)], ["y"], initializers, opset=12)
+    model = conv_hard_swish_model(depthwise_after=True)
 
     quantized = quantize(cpu_config(), model)
 
     hard_swish = nodes_of(quantized, "HardSwish")[0]
-    depthwise = [node for node in nodes_of(quantized, "Conv") if node.input[1] == "dw"]
+    depthwise = [node for node in nodes_of(quantized, "Conv") if node.input[1] == "w2"]
     assert len(depthwise) == 1
     assert depthwise[0].input[0] == hard_swish.output[0]
