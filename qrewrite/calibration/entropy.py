@@ -235,11 +235,10 @@ def entropy_range(histogram: Histogram, grid: IntegerGrid) -> TensorRange:
     """Return the clipping threshold t of |x| with the lowest KL divergence.
 
     Candidate thresholds are bin edges of the |x| histogram, at most ENTROPY_CANDIDATES
-    of them, evenly spaced. For each, the clipped distribution P (outliers added to the
-    last bin) is compared with Q, the values inside the threshold merged into as many
-    levels as the grid has on one side of zero and spread back over P's non-empty bins.
-    The range is
-    [max(min, -t), min(max, t)].
+    of them, evenly spaced. Each is scored by the KL divergence of two distributions. P is
+    the clipped distribution, with the outliers added to its last bin. Q holds the values
+    inside the threshold, merged into as many levels as the grid has on one side of zero
+    and spread back over P's non-empty bins. The range is [max(min, -t), min(max, t)].
 
     Q leaves out the values past the threshold, which P keeps in its last bin, so a
     threshold that clips much of the data diverges, as in onnxruntime's and TensorRT's

@@ -94,7 +94,7 @@ def convert_for_config(
     None. When the config needs a lower opset and ConvertOpsetVersion is not set, the
     model is converted to 14 instead. If that conversion fails, the fusion is not
     worth an error: the model goes to the opset the config needs, as without it. The
-    note says how the opset changed and why, and is None when it did not change.
+    note states how the opset changed and why, and is None when it did not change.
     """
     current = model_opset(proto)
     target, reason = target_opset(proto, config)
