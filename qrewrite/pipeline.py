@@ -31,7 +31,7 @@ from qrewrite.model.fixed_shapes import fix_shapes, parse_fixed_shapes
 from qrewrite.model.float16 import convert_float16_to_float32, has_float16
 from qrewrite.model.io import SourceFiles, check_output_path, load_model, save_model_atomic
 from qrewrite.model.layout import convert_nchw_to_nhwc
-from qrewrite.model.names import name_unnamed_nodes
+from qrewrite.model.names import name_unnamed_nodes, restore_node_names
 from qrewrite.model.opset import convert_for_config
 from qrewrite.model.shapes import infer_shapes
 from qrewrite.model.verify import verify_model_file, verify_model_proto
@@ -156,6 +156,7 @@ def simplify(state: State) -> State:
     if not isinstance(proto, onnx.ModelProto):
         logger.warning("onnxslim returned no model; continuing without simplification")
         return state
+    restore_node_names(state.proto, proto)
     return attrs.evolve(state, proto=proto)
 
 

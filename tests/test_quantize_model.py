@@ -476,3 +476,24 @@ def test_calibration_weights_file_removed_on_error(tmp_path):
         ModelQuantizer(config).quantize_model(_large_weight_model(), None, bad)
 
     assert list(scratch.iterdir()) == []
+
+
+def test_exclude_names_conv_that_onnxslim_folds():
+    # onnxslim folds the bias Add into the Conv and names the result after its output.
+    rng = np.random.default_rng(13)
+    initializers = [
+        tensor("w", rng.normal(size=(4, 3, 3, 3)).astype(np.float32)),
+        tensor("b", rng.normal(size=(1, 4, 1, 1)).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="stem_conv"),
+        helper.make_node("Add", ["c", "b"], ["y"], name="bias_add"),
+    ]
+    model = make_model(nodes, [("x", [1, 3, 8, 8])], ["y"], initializers)
+    config = QConfig(exclude=["stem_conv"], PrintSummary=False)
+
+    quantized = ModelQuantizer(config).quantize_model(model, None, samples({"x": [1, 3, 8, 8]}, 2))
+
+    conv = nodes_of(quantized, "Conv")
+    assert [node.name for node in conv] == ["stem_conv"]
+    assert not nodes_of(quantized, "DequantizeLinear")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import onnx
 import onnx_ir as ir
 
 
@@ -57,3 +58,35 @@ def name_unnamed_nodes(model: ir.Model) -> None:
         if not node.name or node.name in seen:
             node.name = allocator.fresh(f"{node.op_type}_node")
         seen.add(node.name)
+
+
+def restore_node_names(original: onnx.ModelProto, simplified: onnx.ModelProto) -> int:
+    """Give renamed main-graph nodes of `simplified` their names from `original`, in place.
+
+    A simplifier that folds a node into another (onnxslim's Conv + Add bias fold, say)
+    names the result after its output tensor. A node of `simplified` whose name is not in
+    `original` takes the name of the one original node with the same op type, domain
+    and first input, if that name is free. Exclude lists and layer configs then keep
+    matching the names of the user's model. Returns the number of nodes renamed.
+    """
+    original_names = {node.name for node in original.graph.node if node.name}
+    by_key: dict[tuple[str, str, str], list[str]] = {}
+    for node in original.graph.node:
+        if node.name and node.input:
+            by_key.setdefault(_node_key(node), []).append(node.name)
+    used = {node.name for node in simplified.graph.node if node.name}
+    renamed = 0
+    for node in simplified.graph.node:
+        if node.name in original_names or not node.input:
+            continue
+        candidates = by_key.get(_node_key(node), [])
+        if len(candidates) == 1 and candidates[0] not in used:
+            used.discard(node.name)
+            node.name = candidates[0]
+            used.add(node.name)
+            renamed += 1
+    return renamed
+
+
+def _node_key(node: onnx.NodeProto) -> tuple[str, str, str]:
+    return node.domain, node.op_type, node.input[0]
