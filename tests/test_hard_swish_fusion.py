@@ -67,7 +67,7 @@ def test_fusion_raises_opset_to_14(caplog):
     feed = samples({"x": SHAPE}, 1, seed=9)[0]
 
     with caplog.at_level(logging.INFO, logger="qrewrite"):
-        quantized = quantize(cpu_config(), model)
+        quantized = quantize(cpu_config(PrintSummary=False), model)
 
     assert default_opset(quantized) == 14
     assert len(nodes_of(quantized, "HardSwish")) == 1

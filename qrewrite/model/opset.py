@@ -110,12 +110,14 @@ def convert_for_config(
             logger.info("not raising the opset for %s: %s", fusion_reason, error)
         else:
             note = f"opset {current} -> {HARD_SWISH_OPSET}: {fusion_reason}"
-            logger.info("%s", note)
+            if not config.options.prints_summary():
+                logger.info("%s", note)
             return converted, note
     if target == current:
         return proto, None
     note = f"opset {current} -> {target}: {reason}"
-    logger.info("%s", note)
+    if not config.options.prints_summary():
+        logger.info("%s", note)
     return convert_opset(proto, target), note
 
 
