@@ -16,6 +16,7 @@ from qrewrite import (
     QuantGranularity,
     ScaleType,
     UInt8Spec,
+    XInt8Spec,
 )
 from qrewrite.config import OPTIONS, DataType
 from qrewrite.config.docs import render
@@ -125,7 +126,9 @@ def test_spec_defaults_follow_signedness() -> None:
 
 def test_spec_rejects_wrong_types() -> None:
     with pytest.raises(ConfigError, match="scale_type"):
-        Int8Spec(scale_type="PowerOf2")
+        Int8Spec(scale_type="Pow2")
+    with pytest.raises(ConfigError, match="scale_type"):
+        Int8Spec(scale_type=2)
     with pytest.raises(ConfigError, match="symmetric"):
         Int8Spec(symmetric="no")
     with pytest.raises(ConfigError, match="activation"):
@@ -186,3 +189,13 @@ def test_spec_field_names_match_spec_class():
     from qrewrite.config.spec import QTensorConfig
 
     assert {field.name for field in attrs.fields(QTensorConfig)} == _SPEC_FIELDS
+
+
+def test_spec_fields_take_member_names():
+    spec = UInt8Spec(calibration_method="Entropy", quant_granularity="Channel")
+
+    assert spec.calibration_method is CalibMethod.Entropy
+    assert spec.quant_granularity is QuantGranularity.Channel
+    assert XInt8Spec(scale_type="PowerOf2").scale_type is ScaleType.PowerOf2
+    with pytest.raises(ConfigError, match="got 'Entropi'"):
+        UInt8Spec(calibration_method="Entropi")

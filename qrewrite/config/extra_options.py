@@ -58,7 +58,7 @@ class ExtraOptions:
                 raise ConfigError(
                     f"{key!r} is a field of a data-type spec, not an option: set it on the "
                     f"specs, as in global_config=QLayerConfig(activation=UInt8Spec({key}=...), "
-                    "weight=Int8Spec(...))"
+                    "weight=Int8Spec(quant_granularity=QuantGranularity.Channel))"
                 )
             if key not in OPTIONS:
                 raise ConfigError(f"unknown option {key!r}.{suggest_key(key, known)}")

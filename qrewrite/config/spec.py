@@ -39,6 +39,25 @@ def _check_enum(kind: type[enum.Enum], built: frozenset[Any]) -> Any:
     return check
 
 
+def _member(kind: type[enum.Enum], value: Any) -> Any:
+    """Return the member of `kind` named `value`, as config files write it, or `value`."""
+    if isinstance(value, str) and value in kind.__members__:
+        return kind[value]
+    return value
+
+
+def _scale_type(value: Any) -> Any:
+    return _member(ScaleType, value)
+
+
+def _calibration_method(value: Any) -> Any:
+    return _member(CalibMethod, value)
+
+
+def _granularity(value: Any) -> Any:
+    return _member(QuantGranularity, value)
+
+
 def _check_group_size(
     instance: QTensorConfig, attribute: attrs.Attribute[Any], value: Any
 ) -> None:
@@ -68,14 +87,18 @@ class QTensorConfig:
         default=attrs.Factory(_default_symmetric, takes_self=True), validator=_check_bool
     )
     scale_type: ScaleType = attrs.field(
-        default=ScaleType.Float32, validator=_check_enum(ScaleType, support.BUILT_SCALE_TYPES)
+        default=ScaleType.Float32,
+        converter=_scale_type,
+        validator=_check_enum(ScaleType, support.BUILT_SCALE_TYPES),
     )
     calibration_method: CalibMethod = attrs.field(
         default=CalibMethod.MinMax,
+        converter=_calibration_method,
         validator=_check_enum(CalibMethod, support.BUILT_CALIB_METHODS),
     )
     quant_granularity: QuantGranularity = attrs.field(
         default=QuantGranularity.Tensor,
+        converter=_granularity,
         validator=_check_enum(QuantGranularity, support.BUILT_GRANULARITIES),
     )
     # Elements per block along the weight's reduction axis; only with QuantGranularity.Group.
@@ -156,7 +179,9 @@ class XInt8Spec(QTensorConfig):
     data_type: ClassVar[DataType] = DataType.Int8
 
     scale_type: ScaleType = attrs.field(
-        default=ScaleType.PowerOf2, validator=_check_enum(ScaleType, support.BUILT_SCALE_TYPES)
+        default=ScaleType.PowerOf2,
+        converter=_scale_type,
+        validator=_check_enum(ScaleType, support.BUILT_SCALE_TYPES),
     )
 
     def __attrs_post_init__(self) -> None:
