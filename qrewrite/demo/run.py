@@ -109,7 +109,8 @@ def format_result(result: DemoResult) -> str:
     return "\n".join(
         [
             "Digits CNN (Conv, BatchNormalization, Relu, residual Add, MaxPool, Gemm)",
-            f"calibrated on {result.calibration_count} images, "
+            f"calibrated on {result.calibration_count} images in batches of "
+            f"{CALIBRATION_BATCH} (one calibration sample per batch), "
             f"evaluated on {result.eval_count} held-out images",
             "setting: uint8 activations, int8 per-channel weights, MinMax calibration",
             "",
