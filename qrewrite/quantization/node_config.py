@@ -66,7 +66,12 @@ def excluded_node_names(graph: ir.Graph, config: QConfig) -> set[str]:
         if isinstance(entry, str):
             hits = {name for name in names if matches_pattern(entry, name)}
             if not hits:
-                logger.warning("exclude entry %r matches no node", entry)
+                logger.warning(
+                    "exclude entry %r matches no node; a node that simplification or a "
+                    "float-graph rule folded into another (such as a BatchNormalization "
+                    "into its Conv) is gone, so exclude the node it went into",
+                    entry,
+                )
             excluded |= hits
         else:
             starts, ends = entry
