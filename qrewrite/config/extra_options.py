@@ -10,12 +10,11 @@ import attrs
 
 from qrewrite.config.option_types import FrozenDict, OptionTypeError
 from qrewrite.config.registry import NPU_CNN_DEFAULTS, OPTIONS
+from qrewrite.config.spec import QTensorConfig
 from qrewrite.errors import ConfigError, NotBuiltError
 
-# The fields of QTensorConfig, which users sometimes pass where options go.
-_SPEC_FIELDS = frozenset(
-    {"symmetric", "scale_type", "calibration_method", "quant_granularity", "group_size"}
-)
+# The fields of the data-type specs, which users sometimes pass where options go.
+_SPEC_FIELDS = frozenset(field.name for field in attrs.fields(QTensorConfig))
 
 
 def suggest_key(key: str, known: list[str]) -> str:
