@@ -208,15 +208,17 @@ def clipping_note(ranges: Mapping[str, TensorRange], observed: Mapping[str, MinM
         tensor_range = ranges.get(tensor)
         if tensor_range is None or stats.count == 0:
             continue
-        kept = 1.0
+        # (fraction of the extreme that the range keeps, extreme, range end) per side.
+        sides = []
         if stats.max > 0:
-            kept = min(kept, max(tensor_range.max, 0.0) / stats.max)
+            sides.append((max(tensor_range.max, 0.0) / stats.max, stats.max, tensor_range.max))
         if stats.min < 0:
-            kept = min(kept, max(-tensor_range.min, 0.0) / -stats.min)
-        if kept < CLIPPED_FRACTION:
-            extreme = stats.max if stats.max >= -stats.min else stats.min
-            end = tensor_range.max if extreme > 0 else tensor_range.min
-            clipped.append((kept, tensor, extreme, end))
+            sides.append((max(-tensor_range.min, 0.0) / -stats.min, stats.min, tensor_range.min))
+        if not sides:
+            continue
+        fraction, extreme, end = min(sides)
+        if fraction < CLIPPED_FRACTION:
+            clipped.append((fraction, tensor, extreme, end))
     if not clipped:
         return None
     clipped.sort()

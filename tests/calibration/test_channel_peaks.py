@@ -119,18 +119,22 @@ def test_clipping_note_names_clipped_tensors():
         "kept": MinMax(count=10, min=-1.0, max=1.0),
         "tail": MinMax(count=10, min=0.0, max=30.0),
         "low": MinMax(count=10, min=-8.0, max=1.0),
+        "top": MinMax(count=10, min=-40.0, max=30.0),
     }
     ranges = {
         "kept": TensorRange(-0.9, 0.9),
         "tail": TensorRange(0.0, 8.0),
         "low": TensorRange(-2.0, 1.0),
+        "top": TensorRange(-40.0, 8.0),
     }
 
     note = clipping_note(ranges, observed)
 
     assert note is not None
-    assert note.startswith("calibration clipped 2 of 3 tensors")
+    assert note.startswith("calibration clipped 3 of 4 tensors")
     assert "'low' -8 -> -2" in note
     assert "'tail' 30 -> 8" in note
+    # The clipped side is named, not the side with the larger magnitude.
+    assert "'top' 30 -> 8" in note
     assert "'kept'" not in note
     assert clipping_note({"kept": ranges["kept"]}, {"kept": observed["kept"]}) is None
