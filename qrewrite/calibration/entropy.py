@@ -255,12 +255,12 @@ def kl_divergences(counts: np.ndarray, ends: np.ndarray, levels: int) -> np.ndar
 
 def _kl_divergence(counts: np.ndarray, end: int, levels: int) -> float:
     """Return the divergence of one end bin by bin: the reference for the tests."""
-    kept = counts[:end].astype(np.float64)
-    reference = kept.copy()
+    inside = counts[:end].astype(np.float64)
+    reference = inside.copy()
     reference[-1] += counts[end:].sum()
     nonzero = reference > 0
     chunk = (np.arange(end) * levels) // end
-    chunk_sum = np.bincount(chunk, weights=kept, minlength=levels)
+    chunk_sum = np.bincount(chunk, weights=inside, minlength=levels)
     chunk_nonzero = np.bincount(chunk, weights=nonzero, minlength=levels)
     expanded = np.where(nonzero, chunk_sum[chunk] / np.maximum(chunk_nonzero[chunk], 1), 0.0)
     starved = nonzero & (expanded == 0)

@@ -193,7 +193,7 @@ def _histogram_nodes(
         bins = b.node(nodes, "Floor", [scaled], "bins")
         relative = b.node(nodes, "Sub", [bins, first_bin], "rel")
         # Clip after the cast: a NaN (whose statistics are discarded) casts to some
-        # integer, and the clip keeps it inside the bins, so ScatterElements never fails.
+        # integer, and the clip moves it into the bins, so every index is valid.
         as_int = b.node(nodes, "Cast", [relative], "rel_int", to=TensorProto.INT32)
         last_bin = b.const(GRAPH_HISTOGRAM_BINS - 1, np.int32)
         indices = b.node(nodes, "Clip", [as_int, b.const(0, np.int32), last_bin], "idx")
